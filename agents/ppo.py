@@ -1,0 +1,110 @@
+"""PPO (Tianshou 2.0) for Discrete and Box action spaces.
+
+Discrete: an MLP outputs logits, actions are drawn from a categorical distribution.
+Box: an MLP outputs the mean of a diagonal Gaussian with a learnable, state-independent log-std
+(Tianshou's ``ContinuousActorProbabilistic(unbounded=True)``); the policy clips the raw sample to
+[-1, 1] and scales it linearly to ``[low, high]`` of the Box (``action_scaling=True``,
+``action_bound_method="clip"``), the setup of Tianshou's MuJoCo PPO examples. The buffer keeps the
+raw sample, so the log-probabilities stay exact; only the action sent to the env is bounded.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tianshou.algorithm import PPO
+from tianshou.algorithm.modelfree.reinforce import DiscreteActorPolicy, ProbabilisticActorPolicy
+from tianshou.algorithm.optim import AdamOptimizerFactory
+from tianshou.highlevel.module.core import init_linear_orthogonal
+from tianshou.highlevel.params.dist_fn import DistributionFunctionFactoryIndependentGaussians
+from tianshou.utils.net.common import Net
+from tianshou.utils.net.continuous import ContinuousActorProbabilistic, ContinuousCritic
+from tianshou.utils.net.discrete import DiscreteActor, DiscreteCritic, dist_fn_categorical_from_logits
+
+ON_POLICY = True
+MAX_GRAD_NORM = 0.5
+INITIAL_LOG_STD = -0.5  # Tianshou's Gaussian actor factory default: std ~0.6 in [-1, 1] units
+
+
+def build(
+    agent_cfg: Any,
+    observation_space: gym.spaces.Box,
+    action_space: gym.spaces.Discrete | gym.spaces.Box,
+    total_env_steps: int,
+    device: str = "cpu",
+) -> PPO:
+    """A PPO algorithm (policy + critic + optimizer) for these spaces, read from an ``AgentConfig``.
+
+    ``total_env_steps`` is part of the builder interface (for schedules); PPO does not need it.
+    """
+    del total_env_steps
+    hidden = [int(h) for h in agent_cfg.hidden]
+    obs_shape = observation_space.shape
+
+    def body() -> Net:
+        return Net(state_shape=obs_shape, hidden_sizes=hidden)
+
+    policy: ProbabilisticActorPolicy
+    if isinstance(action_space, gym.spaces.Discrete):
+        actor = DiscreteActor(
+            preprocess_net=body(), action_shape=int(action_space.n), softmax_output=False
+        ).to(device)
+        critic = DiscreteCritic(preprocess_net=body()).to(device)
+        policy = DiscreteActorPolicy(
+            actor=actor,
+            dist_fn=dist_fn_categorical_from_logits,
+            deterministic_eval=True,
+            action_space=action_space,
+            observation_space=observation_space,
+        )
+    elif isinstance(action_space, gym.spaces.Box):
+        if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+            raise ValueError(f"PPO needs a bounded Box action space to scale actions into, got {action_space}")
+        actor = ContinuousActorProbabilistic(
+            preprocess_net=body(), action_shape=action_space.shape, unbounded=True
+        ).to(device)
+        torch.nn.init.constant_(actor.sigma_param, INITIAL_LOG_STD)
+        critic = ContinuousCritic(preprocess_net=body()).to(device)
+        with warnings.catch_warnings():
+            # Tianshou 2.0.1 warns whenever actor.max_action == 1, which unbounded actors always have.
+            warnings.filterwarnings("ignore", message="action_scaling and action_bound_method")
+            policy = ProbabilisticActorPolicy(
+                actor=actor,
+                dist_fn=DistributionFunctionFactoryIndependentGaussians._dist_fn,
+                deterministic_eval=True,
+                action_space=action_space,
+                observation_space=observation_space,
+                action_scaling=True,
+                action_bound_method="clip",
+            )
+    else:
+        raise ValueError(f"PPO supports Discrete and Box action spaces, got {action_space}")
+
+    # Orthogonal init, and a near-zero last policy layer so initial actions are centred (Tianshou's
+    # actor factories; arXiv:2006.05990 Fig. 24).
+    init_linear_orthogonal(actor)
+    init_linear_orthogonal(critic)
+    last = actor.mu if isinstance(actor, ContinuousActorProbabilistic) else actor.last
+    for module in last.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.weight.data.mul_(0.01)
+
+    return PPO(
+        policy=policy,
+        critic=critic,
+        optim=AdamOptimizerFactory(lr=float(agent_cfg.lr)),
+        eps_clip=float(agent_cfg.eps_clip),
+        vf_coef=float(agent_cfg.vf_coef),
+        ent_coef=float(agent_cfg.ent_coef),
+        gae_lambda=float(agent_cfg.gae_lambda),
+        gamma=float(agent_cfg.gamma),
+        max_grad_norm=MAX_GRAD_NORM,
+    ).to(device)
+
+
+def on_progress(algorithm: PPO, agent_cfg: Any, progress: float) -> None:
+    """PPO explores through its sampling distribution: nothing to schedule."""

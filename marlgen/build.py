@@ -1,0 +1,50 @@
+"""From a validated config to the parts of a run: data, pretrained model, modes, judge, env."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from marlgen.critic import make_judge
+from marlgen.data import Dataset, load_data
+from marlgen.env import CoverageEnv
+from marlgen.models.pretrain import pretrained_model
+from marlgen.modes import make_assigner
+
+
+@dataclass
+class Parts:
+    dataset: Dataset
+    model: torch.nn.Module
+    assigner: object
+    judge: object
+
+
+def build_parts(cfg, progress: bool = True) -> Parts:
+    """Everything the env needs; the model's pretraining is cached by config and data fingerprint."""
+    dataset = load_data(cfg.data, cfg.seed)
+    model = pretrained_model(cfg.model, dataset.samples, cfg.seed, cfg.cache_dir, progress=progress)
+    assigner = make_assigner(dataset)
+    generator = torch.Generator().manual_seed(cfg.seed)
+
+    def prior_samples(n: int) -> np.ndarray:
+        with torch.inference_mode():
+            return model.sample_prior(n, generator=generator).numpy()
+
+    judge = make_judge(cfg.env.critic, dataset, prior_samples, cfg.seed)
+    return Parts(dataset, model, assigner, judge)
+
+
+def make_env(config, parts: Parts | None = None, learn_judge: bool = False, **env_overrides) -> CoverageEnv:
+    """The scenario's PettingZoo ParallelEnv (builds and caches the parts when not given)."""
+    parts = parts or build_parts(config, progress=False)
+    env_cfg = config.env
+    if env_overrides:
+        from omegaconf import OmegaConf
+
+        env_cfg = OmegaConf.merge(env_cfg, env_overrides)
+    return CoverageEnv(
+        parts.model, parts.assigner, parts.judge, env_cfg, anchor_seed=config.seed, learn_judge=learn_judge
+    )

@@ -1,0 +1,377 @@
+"""Typed scenario schema, loading and validation.
+
+A scenario is a YAML file. Its optional ``defaults`` block picks presets from ``configs/``
+(``data: ring8`` merges ``configs/data/ring8.yaml`` into ``data``; ``agent: ppo`` merges
+``configs/agent/ppo.yaml`` into both ``agents.generator`` and ``agents.critic``), the rest of the
+file overrides them, and ``key=value`` arguments override everything (``agent=dqn`` re-picks a
+preset). The dataclasses below are the schema: every field has a real default, so a config can be
+built without any YAML at all (``Config()``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRESET_GROUPS = ("data", "model", "agent")
+
+
+class ConfigError(ValueError):
+    """One clear message about bad scenario input: file, key, value given and the fix."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "ring"  # registry name in marlgen.data.SOURCES
+    n_modes: int = 8  # ring: number of components
+    radius: float = 1.0  # ring radius (PacGAN: 1)
+    grid_size: int = 5  # grid: components per side (grid-25: 5)
+    grid_spacing: float = 2.0  # grid: distance between neighbouring means (PacGAN: means at -4..4)
+    std: float = 0.01  # component std (PacGAN: 0.01 ring, 0.05 grid)
+    n_train: int = 20000  # real samples drawn for pretraining and the discriminator
+    path: str = ""  # file-backed sources (npz)
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "vae"  # registry name in marlgen.models.MODELS: gan | vae
+    latent_dim: int = 2  # 2-D latents make the anchors' regions easy to picture
+    hidden: int = 128
+    depth: int = 3  # hidden layers per network
+    train_steps: int = 20000  # pretraining gradient steps (DESIGN probe: 20k steps, ~30 s)
+    batch_size: int = 256
+    lr: float = 1e-3
+    kl_weight: float = 1.0  # VAE only
+
+
+@dataclass
+class CriticConfig:
+    judge: str = "oracle"  # oracle (true density, toy only) | discriminator (trained vs real data)
+    # Acceptance bars over the judge's realism score in [0, 1]; the critic's discrete action picks one.
+    bars: list[float] = field(default_factory=lambda: [0.0, 0.5, 0.75, 0.9])
+    false_accept_cost: float = 1.0  # critic pays this per accepted low-quality sample
+    false_reject_cost: float = 0.5  # ... and this per rejected high-quality sample
+    disc_hidden: int = 128
+    disc_lr: float = 1e-3
+    disc_batch_size: int = 256
+
+
+@dataclass
+class RewardConfig:
+    coverage: float = 1.0  # weight of newly covered modes (per mode, / n_modes)
+    entropy: float = 1.0  # weight of the entropy gain of the team's mode histogram (/ log n_modes)
+    quality: float = 0.1  # weight of the fraction of an agent's samples the critic accepted
+    credit: str = "difference"  # shared | difference | individual (see marlgen.rewards)
+
+
+@dataclass
+class EnvConfig:
+    n_generators: int = 4
+    action: str = "discrete"  # discrete (one of n_anchors latent anchors) | continuous (latent centre)
+    n_anchors: int = 64
+    anchor_range: float = 2.5  # continuous centres live in [-range, range]^latent_dim
+    samples_per_agent: int = 1  # latents drawn around each agent's choice per step (m)
+    latent_spread: float = 0.02  # std of those latents around the choice
+    episode_budget: int = 16  # decoded samples per episode; a multiple of n_generators * m
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+
+@dataclass
+class AgentConfig:
+    algorithm: str = "ppo"  # registry name in agents.BUILDERS (ppo | dqn) or a dotted path
+    hidden: list[int] = field(default_factory=lambda: [128, 128])
+    lr: float = 3e-4
+    gamma: float = 0.9  # short episodes: the budget ends within a few steps
+    share_parameters: bool = True  # generators only: one network for all, agent id in the obs
+    # PPO
+    eps_clip: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    gae_lambda: float = 0.95
+    update_repeats: int = 4  # passes over each collected rollout
+    # DQN
+    eps_train: float = 0.3  # epsilon-greedy, linearly decayed to eps_train_final over training
+    eps_train_final: float = 0.02
+    eps_test: float = 0.0
+    buffer_size: int = 50000
+    target_update_freq: int = 200
+    n_step: int = 1
+    updates_per_step: float = 0.1  # gradient steps per collected transition
+
+
+@dataclass
+class AgentsConfig:
+    generator: AgentConfig = field(default_factory=AgentConfig)
+    critic: AgentConfig = field(default_factory=AgentConfig)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    steps_per_epoch: int = 4000  # env steps per epoch (each steps every agent once)
+    steps_per_collect: int = 256  # env steps between updates
+    batch_size: int = 256
+    n_envs: int = 4  # parallel env copies in the lockstep adapter
+    vector_env: str = "dummy"  # dummy | subproc (tianshou vector env kind)
+    checkpoint_every: int = 1  # epochs between policy checkpoints
+    torch_threads: int = 1  # small nets: more threads only add contention on a laptop
+
+
+@dataclass
+class EvalConfig:
+    budget: int = 2500  # decoded samples per method (VEEGAN/PacGAN budget)
+    small_budget_per_mode: int = 2  # small-budget coverage: this many samples per mode
+    small_budget_episodes: int = 50
+    knn_k: int = 5  # k for density/coverage (Naeem et al. 2020)
+
+
+@dataclass
+class Config:
+    name: str = "scenario"
+    seed: int = 0
+    device: str = "auto"  # auto picks cuda when available, else cpu
+    out_dir: str = ""  # run directory; empty: runs/{name}__{algorithm}__{seed}__{time}
+    cache_dir: str = ".marlgen_cache"  # pretrained model checkpoints, keyed by config hash
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agents: AgentsConfig = field(default_factory=AgentsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# Allowed values and ranges, checked after types. Registries are checked where they live
+# (marlgen.data, marlgen.models, agents) through `validate`.
+CHOICES = {
+    "env.action": ("discrete", "continuous"),
+    "env.critic.judge": ("oracle", "discriminator"),
+    "env.reward.credit": ("shared", "difference", "individual"),
+    "train.vector_env": ("dummy", "subproc"),
+}
+POSITIVE = (
+    "data.n_modes data.radius data.grid_size data.grid_spacing data.std data.n_train "
+    "model.latent_dim model.hidden model.depth model.train_steps model.batch_size model.lr "
+    "env.n_generators env.n_anchors env.samples_per_agent env.episode_budget env.anchor_range "
+    "agents.generator.lr agents.critic.lr train.epochs train.steps_per_epoch "
+    "train.steps_per_collect train.batch_size train.n_envs train.torch_threads eval.budget eval.small_budget_per_mode "
+    "eval.small_budget_episodes eval.knn_k"
+).split()
+NON_NEGATIVE = (
+    "model.kl_weight env.latent_spread env.reward.coverage env.reward.entropy env.reward.quality "
+    "env.critic.false_accept_cost env.critic.false_reject_cost train.checkpoint_every"
+).split()
+
+
+def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Scenario file + presets + ``key=value`` overrides -> validated, read-only config."""
+    path = Path(path)
+    body = _read_yaml(path)
+    preset_overrides = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in overrides if _is_preset(o)}
+    dotted = [o for o in overrides if not _is_preset(o)]
+    defaults = body.pop("defaults", None) or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{path}: 'defaults' must be a mapping such as {{data: ring8, agent: ppo}}")
+    defaults = {**defaults, **preset_overrides}
+
+    cfg = OmegaConf.structured(Config)
+    for group, name in defaults.items():
+        cfg = _merge_preset(cfg, group, name, path)
+    cfg = _merge(cfg, body, path)
+    for item in dotted:
+        if "=" not in item:
+            raise ConfigError(f"command line: override '{item}' is not of the form key=value")
+        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), "command line", item)
+    validate(cfg, str(path))
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def load_config_file(path: str | Path) -> DictConfig:
+    """A resolved config as written into a run directory (no presets, no overrides)."""
+    path = Path(path)
+    cfg = _merge(OmegaConf.structured(Config), _read_yaml(path), path)
+    validate(cfg, str(path))
+    return cfg
+
+
+def default_config(**sections: Any) -> DictConfig:
+    """The schema's defaults with some sections replaced; handy in tests and notebooks."""
+    cfg = OmegaConf.structured(Config)
+    cfg = _merge(cfg, OmegaConf.create(sections), "arguments")
+    validate(cfg, "arguments")
+    return cfg
+
+
+def validate(cfg: DictConfig, where: str) -> None:
+    """Range and choice checks the type system cannot express."""
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {key}={value!r} is not one of {', '.join(allowed)}")
+    for key in POSITIVE:
+        value = OmegaConf.select(cfg, key)
+        if not value > 0:
+            raise ConfigError(f"{where}: {key}={value!r} must be greater than 0")
+    for key in NON_NEGATIVE:
+        value = OmegaConf.select(cfg, key)
+        if value < 0:
+            raise ConfigError(f"{where}: {key}={value!r} must not be negative")
+    bars = list(cfg.env.critic.bars)
+    if not bars or any(not 0.0 <= b <= 1.0 for b in bars):
+        raise ConfigError(f"{where}: env.critic.bars={bars} must be a non-empty list of values in [0, 1]")
+    per_step = cfg.env.n_generators * cfg.env.samples_per_agent
+    if cfg.env.episode_budget % per_step:
+        raise ConfigError(
+            f"{where}: env.episode_budget={cfg.env.episode_budget} must be a multiple of "
+            f"env.n_generators * env.samples_per_agent = {per_step} (samples decoded per step)"
+        )
+    if cfg.env.action == "discrete" and cfg.env.n_anchors < 2:
+        raise ConfigError(f"{where}: env.n_anchors={cfg.env.n_anchors} must be at least 2")
+    _validate_registries(cfg, where)
+
+
+def _validate_registries(cfg: DictConfig, where: str) -> None:
+    # Imported here: the registries import torch and the builders, which config must not need.
+    from agents import BUILDERS, is_on_policy
+    from marlgen.data import SOURCES
+    from marlgen.models import MODELS
+
+    for key, registry in (("data.source", SOURCES), ("model.kind", MODELS)):
+        value = OmegaConf.select(cfg, key)
+        if value not in registry:
+            raise ConfigError(f"{where}: {key}={value!r} is unknown{_suggest(value, registry)}")
+    kinds = []
+    for role in ("generator", "critic"):
+        algo = cfg.agents[role].algorithm
+        if algo not in BUILDERS and "." not in algo and ":" not in algo:
+            raise ConfigError(
+                f"{where}: agents.{role}.algorithm={algo!r} is unknown{_suggest(algo, BUILDERS)}"
+                " (or give a dotted path 'package.module:build')"
+            )
+        kinds.append(is_on_policy(algo))
+    if kinds[0] != kinds[1]:
+        raise ConfigError(
+            f"{where}: agents.generator.algorithm={cfg.agents.generator.algorithm!r} and "
+            f"agents.critic.algorithm={cfg.agents.critic.algorithm!r} mix on- and off-policy "
+            "learning; Tianshou trains one team with one kind: pick both from the same kind"
+        )
+    if cfg.env.action == "continuous" and cfg.agents.generator.algorithm == "dqn":
+        raise ConfigError(
+            f"{where}: env.action='continuous' needs a continuous-action algorithm for "
+            "agents.generator (ppo); DQN only picks among discrete anchors"
+        )
+
+
+def _is_preset(override: str) -> bool:
+    return "=" in override and override.split("=", 1)[0] in PRESET_GROUPS
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such scenario file (give a path such as scenarios/gmm_ring8.yaml)")
+    try:
+        body = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{path}: malformed YAML{at}: {problem}") from None
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(body).__name__}")
+    return body
+
+
+def _merge_preset(cfg: DictConfig, group: str, name: str, scenario: Path) -> DictConfig:
+    if group not in PRESET_GROUPS:
+        raise ConfigError(
+            f"{scenario}: defaults.{group} is not a preset group{_suggest(group, PRESET_GROUPS)}"
+        )
+    folder = CONFIGS_DIR / group
+    preset = folder / f"{name}.yaml"
+    if not preset.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise ConfigError(
+            f"{scenario}: preset {group}={name!r} not found in {folder}{_suggest(name, known)}"
+            f" (known: {', '.join(known)})"
+        )
+    body = _read_yaml(preset)
+    if group == "agent":
+        body = {"agents": {"generator": body, "critic": body}}
+    else:
+        body = {group: body}
+    return _merge(cfg, body, preset)
+
+
+def _merge(cfg: DictConfig, body: Any, where: Any, item: str | None = None) -> DictConfig:
+    try:
+        return OmegaConf.merge(cfg, body)
+    except OmegaConfBaseException as err:
+        raise ConfigError(_explain(err, where, item)) from None
+
+
+def _explain(err: OmegaConfBaseException, where: Any, item: str | None) -> str:
+    key = getattr(err, "full_key", None) or item or "?"
+    value = getattr(err, "value", None)
+    text = str(err).splitlines()[0]
+    parent, _, leaf = key.rpartition(".")
+    node = _schema_node(parent)
+    if "Key" in type(err).__name__ and node is not None:
+        valid = [f.name for f in fields(node)]
+        return f"{where}: unknown key '{key}'{_suggest(leaf, valid)} (valid keys here: {', '.join(valid)})"
+    expected = _schema_type(key)
+    given = f" value {value!r}" if value is not None else ""
+    hint = f"; expected {expected}" if expected else ""
+    return f"{where}: bad{given} for '{key}'{hint} ({text})"
+
+
+def _schema_node(dotted: str) -> type | None:
+    node: Any = Config
+    for part in filter(None, dotted.split(".")):
+        match = [f for f in fields(node) if f.name == part]
+        if not match:
+            return None
+        node = _field_type(match[0])
+        if not is_dataclass(node):
+            return None
+    return node
+
+
+def _schema_type(dotted: str) -> str | None:
+    parent, _, leaf = dotted.rpartition(".")
+    node = _schema_node(parent)
+    if node is None:
+        return None
+    for f in fields(node):
+        if f.name == leaf:
+            return str(f.type)
+    return None
+
+
+def _field_type(f: Any) -> Any:
+    hint = f.type
+    if isinstance(hint, str):  # `from __future__ import annotations` keeps types as strings
+        hint = globals().get(hint, hint)
+    return hint
+
+
+def _suggest(word: str, valid: Any) -> str:
+    close = difflib.get_close_matches(str(word), [str(v) for v in valid], n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def as_dict(cfg: DictConfig | ListConfig) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True)

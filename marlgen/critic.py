@@ -1,0 +1,84 @@
+"""Judges of realism: what the critic agent's acceptance bar is applied to.
+
+A judge scores samples in [0, 1]. The critic agent does not score samples itself: it picks the bar
+(its action), so it learns how strict to be given what the judge sees, and pays for mistakes
+measured against the mode assigner's verdict (see marlgen.env).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from marlgen.metrics import standardised_distance
+
+
+class OracleJudge:
+    """True-density realism for toy mixtures: 1 at a mean, 0.5 at 3 std (the HQ line), 0 at 6 std."""
+
+    name = "oracle"
+
+    def __init__(self, means: np.ndarray, std: float):
+        self.means, self.std = means, std
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        return np.clip(1.0 - standardised_distance(x, self.means, self.std) / 6.0, 0.0, 1.0)
+
+    def update(self, fake: np.ndarray, rng: np.random.Generator) -> None:
+        """The truth does not learn."""
+
+
+class DiscriminatorJudge:
+    """An MLP discriminator trained against real samples, online, on what the team generates."""
+
+    name = "discriminator"
+
+    def __init__(self, real: np.ndarray, hidden: int, lr: float, batch_size: int, seed: int):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            width = int(np.prod(real.shape[1:]))
+            self.net = nn.Sequential(
+                nn.Flatten(), nn.Linear(width, hidden), nn.LeakyReLU(0.2),
+                nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1),
+            )  # fmt: skip
+        self.real = torch.as_tensor(real, dtype=torch.float32)
+        self.batch_size = batch_size
+        self.optim = torch.optim.Adam(self.net.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.loss = nn.BCEWithLogitsLoss()
+
+    @torch.no_grad()
+    def score(self, x: np.ndarray) -> np.ndarray:
+        return torch.sigmoid(self.net(torch.as_tensor(x, dtype=torch.float32))).squeeze(1).numpy()
+
+    def update(self, fake: np.ndarray, rng: np.random.Generator) -> None:
+        """One gradient step, real (label 1) against these samples (label 0)."""
+        real = self.real[rng.integers(len(self.real), size=min(self.batch_size, len(fake) * 4))]
+        fake_t = torch.as_tensor(fake, dtype=torch.float32)
+        logits = self.net(torch.cat([real, fake_t]))
+        labels = torch.cat([torch.ones(len(real), 1), torch.zeros(len(fake_t), 1)])
+        self.optim.zero_grad()
+        self.loss(logits, labels).backward()
+        self.optim.step()
+
+    def warm_up(self, fake_sampler: Callable[[int], np.ndarray], steps: int, rng: np.random.Generator) -> None:
+        """Start from a judge that already tells real from the plain model's samples."""
+        for _ in range(steps):
+            self.update(fake_sampler(self.batch_size), rng)
+
+
+def make_judge(critic_cfg, dataset, fake_sampler: Callable[[int], np.ndarray], seed: int):
+    if critic_cfg.judge == "oracle":
+        if not dataset.has_density:
+            raise ValueError(
+                f"env.critic.judge='oracle' needs a data source with a known density (toy mixtures); "
+                f"data.source={dataset.name!r} has none: use env.critic.judge=discriminator"
+            )
+        return OracleJudge(dataset.means, dataset.std)
+    judge = DiscriminatorJudge(
+        dataset.samples, critic_cfg.disc_hidden, critic_cfg.disc_lr, critic_cfg.disc_batch_size, seed
+    )
+    judge.warm_up(fake_sampler, steps=500, rng=np.random.default_rng(seed))
+    return judge

@@ -1,0 +1,145 @@
+"""Rollouts of the trained team and the baselines at one sample budget, and their figures.
+
+Budgets count decoder forward passes: a sample the critic rejects was still paid for. Figures are
+computed on the samples *delivered* (accepted); both counts are reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tianshou.data import Batch
+
+from marlgen import metrics
+from marlgen.lockstep import role_of
+
+
+@dataclass
+class Rollout:
+    samples: np.ndarray  # (n_decoded, *data_shape)
+    modes: np.ndarray  # (n_decoded,) -1 none
+    accepted: np.ndarray  # (n_decoded,) bool
+    agent: np.ndarray  # (n_decoded,) generator index, -1 for the prior
+
+
+class TeamActor:
+    """Acts for every agent of a CoverageEnv with a trained multi-agent Tianshou policy, greedily."""
+
+    def __init__(self, policy, agents: list[str], share_generators: bool, obs_width: int):
+        self.policy, self.obs_width = policy, obs_width
+        self.agents = agents
+        self.roles = np.array([role_of(a, share_generators) for a in agents])
+
+    @torch.no_grad()
+    def __call__(self, obs: dict) -> dict:
+        padded = np.zeros((len(self.agents), self.obs_width), dtype=np.float32)
+        for i, a in enumerate(self.agents):
+            padded[i, : len(obs[a])] = obs[a]
+        rows = np.array([{"agent_id": r, "obs": o} for r, o in zip(self.roles, padded)], dtype=object)
+        self.policy.eval()
+        act = self.policy(Batch(obs=rows, info={})).act
+        act = act.detach().cpu().numpy() if torch.is_tensor(act) else np.asarray(act)
+        return {a: act[i] for i, a in enumerate(self.agents)}
+
+
+class RandomActor:
+    """Uniformly random actions for every agent: the no-learning baseline."""
+
+    def __init__(self, env, seed: int):
+        self.env = env
+        for i, a in enumerate(env.possible_agents):
+            env.action_space(a).seed(seed + i)
+
+    def __call__(self, obs: dict) -> dict:
+        return {a: self.env.action_space(a).sample() for a in self.env.possible_agents}
+
+
+def steer(env, actor, budget: int, seed: int) -> tuple[Rollout, list[int]]:
+    """Episodes until `budget` samples are decoded; also each complete episode's modes covered."""
+    records, decoded, episode, covered = [], 0, 0, []
+    while decoded < budget:
+        obs, _ = env.reset(seed=seed + episode)
+        while env.agents and decoded < budget:
+            obs, *_ = env.step(actor(obs))
+            records.append(env.last)
+            decoded += len(env.last.modes)
+        if not env.agents:
+            covered.append(int((env.team_hist > 0).sum()))
+        episode += 1
+    cat = lambda field: np.concatenate([getattr(r, field) for r in records])[:budget]  # noqa: E731
+    return Rollout(cat("samples"), cat("modes"), cat("accepted"), cat("agent")), covered
+
+
+def prior(model, assigner, budget: int, seed: int) -> Rollout:
+    """The plain model sampled from its prior: every decoded sample is delivered."""
+    with torch.inference_mode():
+        x = model.sample_prior(budget, generator=torch.Generator().manual_seed(seed)).numpy()
+    return Rollout(x, assigner(x), np.ones(budget, bool), np.full(budget, -1))
+
+
+def prior_small_budget(model, assigner, n_samples: int, episodes: int, seed: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed)
+    covered = []
+    with torch.inference_mode():
+        for _ in range(episodes):
+            modes = assigner(model.sample_prior(n_samples, generator=generator).numpy())
+            covered.append(int(len(np.unique(modes[modes >= 0]))))
+    return covered
+
+
+def figures(rollout: Rollout, real: np.ndarray, n_modes: int, knn_k: int, true_std: float | None) -> dict:
+    """The report's figures for one method's delivered samples."""
+    delivered = rollout.accepted
+    modes = rollout.modes[delivered]
+    samples = rollout.samples[delivered]
+    out = metrics.mode_figures(modes, n_modes)
+    out["budget"] = int(len(rollout.modes))  # decoder forward passes spent
+    out["delivered"] = int(delivered.sum())
+    flat = lambda a: a.reshape(len(a), -1)  # noqa: E731
+    if len(samples) > knn_k:
+        out.update(metrics.prdc(flat(real), flat(samples), k_pr=3, k_dc=knn_k))
+    hq = modes >= 0
+    out["within_mode_spread"] = metrics.within_mode_spread(samples[hq], modes[hq])
+    if true_std is not None:
+        out["true_std"] = float(true_std)
+    return out
+
+
+def small_budget_figures(covered: list[int], n_samples: int) -> dict:
+    mean, half = metrics.mean_ci95(covered)
+    return {
+        "small_budget": int(n_samples),
+        "small_budget_modes_covered": float(mean),
+        "small_budget_modes_ci95": float(half),
+        "small_budget_episodes": len(covered),
+    }
+
+
+def evaluate_methods(cfg, parts, team) -> tuple[dict, dict]:
+    """Team, plain prior and random agents at the same budgets -> (figures, rollouts by method)."""
+    from marlgen.build import make_env
+
+    n_modes = parts.assigner.n_modes
+    real = parts.dataset.samples[: cfg.eval.budget]
+    std = parts.dataset.std
+    per_step = cfg.env.n_generators * cfg.env.samples_per_agent
+    small = -(-cfg.eval.small_budget_per_mode * n_modes // per_step) * per_step
+    episodes = cfg.eval.small_budget_episodes
+    seed = cfg.seed + 1  # evaluation draws differ from training draws
+
+    rollouts, results = {}, {}
+    actors = {"team": lambda env: team.actor(), "random": lambda env: RandomActor(env, seed)}
+    for name, make_actor in actors.items():
+        env = make_env(cfg, parts)
+        rollouts[name], _ = steer(env, make_actor(env), cfg.eval.budget, seed)
+        small_env = make_env(cfg, parts, episode_budget=small)
+        _, covered = steer(small_env, make_actor(small_env), small * episodes, seed)
+        results[name] = figures(rollouts[name], real, n_modes, cfg.eval.knn_k, std)
+        results[name].update(small_budget_figures(covered, small))
+    rollouts["prior"] = prior(parts.model, parts.assigner, cfg.eval.budget, seed)
+    results["prior"] = figures(rollouts["prior"], real, n_modes, cfg.eval.knn_k, std)
+    covered = prior_small_budget(parts.model, parts.assigner, small, episodes, seed)
+    results["prior"].update(small_budget_figures(covered, small))
+    return {k: results[k] for k in ("team", "prior", "random")}, rollouts

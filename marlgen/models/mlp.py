@@ -1,0 +1,201 @@
+"""MLP generative models for flat data (the toy 2-D Gaussian mixtures).
+
+Every model exposes the same small interface, so the environment and the pretraining loop never
+need to know which kind they hold:
+
+- ``latent_dim`` and ``data_shape``;
+- ``decode(z)``: latents to data, deterministic (the environment's agents pick the latents);
+- ``sample_prior(n, generator)``: decode of N(0, I) latents (the baseline the agents must beat);
+- ``make_optimizers(lr)`` and ``training_step(real, optimizers, generator)``: one gradient step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def mlp(in_dim: int, out_dim: int, hidden: int, depth: int, act: Callable[[], nn.Module] = nn.ReLU) -> nn.Sequential:
+    """``depth`` hidden layers of width ``hidden``, then a linear output layer."""
+    layers: list[nn.Module] = []
+    width = in_dim
+    for _ in range(depth):
+        layers += [nn.Linear(width, hidden), act()]
+        width = hidden
+    layers.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*layers)
+
+
+class LatentModel(nn.Module):
+    """Shared part of the interface; subclasses (MLP here, conv models later) add the networks."""
+
+    latent_dim: int
+    data_shape: tuple[int, ...]
+
+    def __init__(self, latent_dim: int, data_shape: tuple[int, ...]):
+        super().__init__()
+        self.latent_dim = int(latent_dim)
+        self.data_shape = tuple(int(d) for d in data_shape)
+        # The networks see standardised data, so one lr and kl_weight suit the ring (radius 1) and the
+        # grid (means at +-4). Buffers: saved in checkpoints, identity until fit_normalizer is called.
+        self.register_buffer("data_mean", torch.zeros(self.data_shape))  # (*data_shape)
+        self.register_buffer("data_scale", torch.ones(()))  # scalar: keeps distances isotropic
+
+    @torch.no_grad()
+    def fit_normalizer(self, data: Tensor) -> None:  # data: (n, *data_shape)
+        """Set the per-feature mean and one overall scale (RMS deviation per feature) from data."""
+        mean = data.mean(0)
+        self.data_mean.copy_(mean)
+        self.data_scale.fill_((data - mean).pow(2).mean().sqrt().clamp_min(1e-8).item())
+
+    def normalize(self, x: Tensor) -> Tensor:  # (B, *data_shape) -> (B, *data_shape)
+        return (x - self.data_mean) / self.data_scale
+
+    def denormalize(self, x: Tensor) -> Tensor:  # (B, *data_shape) -> (B, *data_shape)
+        return x * self.data_scale + self.data_mean
+
+    def decode(self, z: Tensor) -> Tensor:  # (B, latent_dim) -> (B, *data_shape)
+        raise NotImplementedError
+
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """The plain model's samples: decode of standard normal latents."""
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.latent_dim, generator=generator, device=device)  # (n, latent_dim)
+        return self.decode(z)  # (n, *data_shape)
+
+    def make_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def training_step(
+        self, real: Tensor, optimizers: dict[str, torch.optim.Optimizer], generator: torch.Generator | None = None
+    ) -> dict[str, float]:
+        """One gradient step on a batch ``real`` (B, *data_shape); returns the losses as floats."""
+        raise NotImplementedError
+
+
+def _flat_dim(data_shape: tuple[int, ...]) -> int:
+    return math.prod(data_shape)
+
+
+class MLPGAN(LatentModel):
+    """Generator + discriminator trained with the non-saturating loss (Goodfellow et al. 2014).
+
+    The GAN is the mode-dropping baseline: on grid-25 it typically misses modes, which is the gap the
+    agents are meant to close by choosing latents.
+    """
+
+    def __init__(self, data_shape: tuple[int, ...], latent_dim: int = 2, hidden: int = 128, depth: int = 3):
+        super().__init__(latent_dim, data_shape)
+        d = _flat_dim(self.data_shape)
+        self.generator = mlp(latent_dim, d, hidden, depth)
+        # LeakyReLU keeps gradients flowing to the generator where the discriminator saturates.
+        self.discriminator = mlp(d, 1, hidden, depth, act=lambda: nn.LeakyReLU(0.2))
+
+    @classmethod
+    def from_config(cls, cfg: Any, data_shape: tuple[int, ...]) -> MLPGAN:
+        return cls(data_shape, latent_dim=cfg.latent_dim, hidden=cfg.hidden, depth=cfg.depth)
+
+    def decode(self, z: Tensor) -> Tensor:  # (B, latent_dim) -> (B, *data_shape)
+        return self.denormalize(self.generator(z).view(z.shape[0], *self.data_shape))
+
+    def discriminate(self, x: Tensor) -> Tensor:  # (B, *data_shape) -> (B,) logits, > 0 means "real"
+        return self.discriminator(self.normalize(x).reshape(x.shape[0], -1)).squeeze(-1)
+
+    def make_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
+        # beta1 = 0.5: the usual GAN choice (Radford et al. 2015); momentum 0.9 makes the game oscillate.
+        return {
+            "generator": torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999)),
+            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999)),
+        }
+
+    def training_step(
+        self, real: Tensor, optimizers: dict[str, torch.optim.Optimizer], generator: torch.Generator | None = None
+    ) -> dict[str, float]:
+        b = real.shape[0]
+        z = torch.randn(b, self.latent_dim, generator=generator, device=real.device)  # (B, latent_dim)
+        fake = self.decode(z)  # (B, *data_shape)
+
+        # Discriminator: real -> 1, fake -> 0.
+        logits_real = self.discriminate(real)  # (B,)
+        logits_fake = self.discriminate(fake.detach())  # (B,)
+        loss_d = F.binary_cross_entropy_with_logits(
+            logits_real, torch.ones_like(logits_real)
+        ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+        optimizers["discriminator"].zero_grad(set_to_none=True)
+        loss_d.backward()
+        optimizers["discriminator"].step()
+
+        # Generator, non-saturating: maximise log D(G(z)) rather than minimise log(1 - D(G(z))).
+        logits_gen = self.discriminate(fake)  # (B,)
+        loss_g = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
+        optimizers["generator"].zero_grad(set_to_none=True)
+        loss_g.backward()  # also fills the discriminator's grads; its zero_grad above clears them next step
+        optimizers["generator"].step()
+        return {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
+
+
+class MLPVAE(LatentModel):
+    """Gaussian VAE (Kingma & Welling 2014) with a fixed-variance Gaussian decoder.
+
+    Loss per sample: ``sum_i (x_i - mu_i)^2 + kl_weight * KL(q(z|x) || N(0, I))``. That is the
+    negative ELBO times ``2 sigma^2`` for a decoder with variance ``sigma^2 = kl_weight / 2``, so
+    ``kl_weight`` trades sharp decodes (small) against a latent space the prior fills (large).
+    """
+
+    def __init__(
+        self,
+        data_shape: tuple[int, ...],
+        latent_dim: int = 2,
+        hidden: int = 128,
+        depth: int = 3,
+        kl_weight: float = 1.0,
+    ):
+        super().__init__(latent_dim, data_shape)
+        d = _flat_dim(self.data_shape)
+        self.kl_weight = float(kl_weight)
+        self.encoder = mlp(d, 2 * latent_dim, hidden, depth)  # -> (mu, log_var)
+        self.decoder = mlp(latent_dim, d, hidden, depth)
+
+    @classmethod
+    def from_config(cls, cfg: Any, data_shape: tuple[int, ...]) -> MLPVAE:
+        return cls(
+            data_shape, latent_dim=cfg.latent_dim, hidden=cfg.hidden, depth=cfg.depth, kl_weight=cfg.kl_weight
+        )
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:  # (B, *data_shape) -> 2 x (B, latent_dim)
+        mu, log_var = self.encoder(self.normalize(x).reshape(x.shape[0], -1)).chunk(2, dim=-1)
+        return mu, log_var.clamp(-30.0, 20.0)  # keeps exp() finite early in training
+
+    def decode(self, z: Tensor) -> Tensor:  # (B, latent_dim) -> (B, *data_shape), the decoder mean
+        return self.denormalize(self.decoder(z).view(z.shape[0], *self.data_shape))
+
+    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Batch means of (reconstruction error, KL), both in standardised units.
+
+        The training loss is ``recon + kl_weight * KL``.
+        """
+        mu, log_var = self.encode(x)  # (B, latent_dim) each
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device)  # (B, latent_dim)
+        z = mu + eps * torch.exp(0.5 * log_var)  # (B, latent_dim), reparameterisation trick
+        err = self.decoder(z) - self.normalize(x).reshape(x.shape[0], -1)  # (B, prod(data_shape))
+        recon = err.pow(2).sum(1).mean()
+        kl = 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(1).mean()
+        return recon, kl
+
+    def make_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
+        return {"vae": torch.optim.Adam(self.parameters(), lr=lr)}
+
+    def training_step(
+        self, real: Tensor, optimizers: dict[str, torch.optim.Optimizer], generator: torch.Generator | None = None
+    ) -> dict[str, float]:
+        recon, kl = self.loss(real, generator)
+        loss = recon + self.kl_weight * kl
+        optimizers["vae"].zero_grad(set_to_none=True)
+        loss.backward()
+        optimizers["vae"].step()
+        return {"loss": loss.item(), "recon": recon.item(), "kl": kl.item()}

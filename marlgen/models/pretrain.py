@@ -1,0 +1,235 @@
+"""Pretrain a generative model once per (config, data, seed) and cache its weights.
+
+Every run of a scenario needs the same frozen model; training it takes tens of seconds, so the
+weights go to ``cache_dir`` under a name keyed by a hash of the inputs that fix them. A checkpoint
+holds the model config and data shape, so :func:`load_model_checkpoint` rebuilds a model from the
+file alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from marlgen.config import ModelConfig
+from marlgen.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "marlgen-model"
+# Part of the cache key: bump it when a change to the models or to training makes old weights stale.
+CACHE_VERSION = 1
+
+
+def pretrained_model(
+    model_cfg: Any,
+    data: np.ndarray,
+    seed: int,
+    cache_dir: str | os.PathLike,
+    progress: bool = True,
+    device: str = "cpu",
+    threads: int | None = 1,
+) -> nn.Module:
+    """The model ``model_cfg`` describes, trained on ``data`` (n, *data_shape); cached on disk.
+
+    A second call with the same config, data and seed loads the cached weights instead of training.
+    The model comes back in eval mode with ``requires_grad`` off: it is frozen for the agents.
+    ``threads`` caps torch's CPU threads while training (None: leave as is). One is as fast for
+    these small MLPs and avoids the large slowdown of OpenMP threads competing for busy cores.
+    """
+    cfg = model_config_dict(model_cfg)
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    if data.ndim < 2 or data.shape[0] == 0:
+        raise ValueError(f"data must have shape (n, *data_shape) with n > 0, got {data.shape}")
+    data_shape = tuple(data.shape[1:])
+    path = Path(cache_dir) / checkpoint_name(cfg, data, seed)
+
+    if path.exists():
+        model = load_model_checkpoint(path, device=device)
+        if model_config_dict(model.config) != cfg or tuple(model.data_shape) != data_shape:
+            raise CheckpointError(
+                f"{path}: checkpoint does not match the requested model config or data shape "
+                f"{data_shape}; delete the file to retrain"
+            )
+        log.info("reused cached %s model %s (delete it to retrain)", cfg["kind"], path)
+        return model
+
+    dev = resolve_device(device)
+    start = time.perf_counter()
+    # A private RNG stream: the seed alone fixes the weights, and callers' global RNG is untouched.
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model = build_model(cfg, data_shape).to(dev)
+        data_t = torch.from_numpy(data).to(dev)  # (n, *data_shape)
+        model.fit_normalizer(data_t)
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        with _torch_threads(threads):
+            losses = train_model(model, data_t, cfg, gen, progress=progress)
+    seconds = time.perf_counter() - start
+    save_model_checkpoint(
+        path,
+        model,
+        cfg,
+        extra={"seed": int(seed), "data_sha256": data_fingerprint(data), "train_seconds": seconds, "losses": losses},
+    )
+    log.info("trained %s model in %.1f s, saved %s", cfg["kind"], seconds, path)
+    return _freeze(model)
+
+
+def train_model(
+    model: nn.Module,
+    data: torch.Tensor,  # (n, *data_shape)
+    cfg: Mapping[str, Any],
+    generator: torch.Generator,
+    progress: bool = True,
+) -> dict[str, float]:
+    """``cfg["train_steps"]`` steps on minibatches drawn with replacement; returns the last losses."""
+    model.train()
+    optimizers = model.make_optimizers(cfg["lr"])
+    n, batch_size = data.shape[0], cfg["batch_size"]
+    losses: dict[str, float] = {}
+    bar = tqdm(range(cfg["train_steps"]), desc=f"pretrain {cfg['kind']}", disable=not progress, leave=False)
+    for step in bar:
+        idx = torch.randint(n, (batch_size,), generator=generator, device=data.device)  # (B,)
+        losses = model.training_step(data[idx], optimizers, generator)
+        if step % 500 == 0:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
+    return losses
+
+
+def load_model_checkpoint(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
+    """Rebuild a frozen model from a checkpoint written by :func:`pretrained_model`."""
+    path = Path(path)
+    fix = "delete the file to retrain"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such model checkpoint file (run pretraining to create it)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds (pickle, zip, EOF, RuntimeError) for a bad file
+        raise CheckpointError(f"{path}: not a readable model checkpoint ({_first_line(err)}); {fix}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a marlgen model checkpoint; {fix}")
+    try:
+        cfg = model_config_dict(ckpt["model_config"])
+        model = build_model(cfg, tuple(ckpt["data_shape"]))
+        model.load_state_dict(ckpt["state_dict"])
+    except Exception as err:  # missing keys, unknown kind, weights of another architecture
+        raise CheckpointError(
+            f"{path}: checkpoint does not fit the current model code ({_first_line(err)}); {fix}"
+        ) from None
+    return _freeze(model.to(resolve_device(device)))
+
+
+def save_model_checkpoint(
+    path: str | os.PathLike, model: nn.Module, cfg: Mapping[str, Any], extra: Mapping[str, Any] = ()
+) -> None:
+    """Write atomically (temp file + rename) so an interrupted run never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = {
+        **dict(extra),
+        "format": CHECKPOINT_FORMAT,
+        "version": CACHE_VERSION,
+        "model_config": dict(cfg),
+        "data_shape": list(model.data_shape),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_model(cfg: Mapping[str, Any], data_shape: tuple[int, ...]) -> nn.Module:
+    """A fresh model from the registry; it remembers its config for checkpoints."""
+    from marlgen.models import MODELS  # looked up at call time so later registrations count
+
+    config = ModelConfig(**cfg)
+    if config.kind not in MODELS:
+        raise ValueError(f"unknown model kind {config.kind!r}; known: {', '.join(sorted(MODELS))}")
+    model = MODELS[config.kind](config, tuple(data_shape))
+    model.config = config
+    return model
+
+
+def model_config_dict(model_cfg: Any) -> dict[str, Any]:
+    """A ModelConfig, DictConfig or mapping as a plain dict with every schema field filled in."""
+    if dataclasses.is_dataclass(model_cfg):
+        given = dataclasses.asdict(model_cfg)
+    elif isinstance(model_cfg, Mapping):  # includes omegaconf.DictConfig
+        given = {str(k): model_cfg[k] for k in model_cfg}
+    else:
+        raise TypeError(f"expected a ModelConfig or a mapping, got {type(model_cfg).__name__}")
+    cfg = dataclasses.asdict(ModelConfig(**given))  # rejects unknown keys with a TypeError
+    # Cast to the schema's types so lr=1 and lr=1.0 give the same cache key.
+    return {k: type(getattr(ModelConfig, k))(v) for k, v in cfg.items()}
+
+
+def data_fingerprint(data: np.ndarray) -> str:
+    """sha256 of the float32 bytes and the shape: equal arrays give equal cache keys."""
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    h = hashlib.sha256(json.dumps(list(data.shape)).encode())
+    h.update(data.tobytes())
+    return h.hexdigest()
+
+
+def checkpoint_name(cfg: Mapping[str, Any], data: np.ndarray, seed: int) -> str:
+    """File name for the weights that (model config, data, seed) fix, e.g. ``vae-3f2a...c1.pt``."""
+    key = json.dumps(
+        {"model": dict(cfg), "data": data_fingerprint(data), "seed": int(seed), "version": CACHE_VERSION},
+        sort_keys=True,
+    )
+    return f"{cfg['kind']}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
+
+
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """``auto`` picks cuda when available; a cuda request without cuda falls back to cpu."""
+    device = str(device)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        log.warning("device %r requested but cuda is unavailable; using cpu", device)
+        device = "cpu"
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__

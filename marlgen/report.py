@@ -1,0 +1,124 @@
+"""What a run leaves behind: metrics.json, report.md, and the pictures."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no screen on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+COLUMNS = [
+    ("modes", lambda r: f"{r['modes_covered']}/{r['modes_total']}"),
+    ("high quality", lambda r: _pct(r["high_quality_fraction"])),
+    ("reverse KL", lambda r: _num(r["reverse_kl"])),
+    ("delivered / decoded", lambda r: f"{r['delivered']}/{r['budget']}"),
+    ("precision", lambda r: _num(r.get("precision"))),
+    ("recall", lambda r: _num(r.get("recall"))),
+    ("density", lambda r: _num(r.get("density"))),
+    ("coverage", lambda r: _num(r.get("coverage"))),
+    ("spread in mode", lambda r: _num(r.get("within_mode_spread"), 4)),
+    ("small-budget modes", lambda r: f"{r['small_budget_modes_covered']:.2f} ± {_num(r['small_budget_modes_ci95'])}"),
+]
+
+
+def write_metrics(run_dir: Path, results: dict) -> None:
+    (run_dir / "metrics.json").write_text(json.dumps(_clean(results), indent=2) + "\n")
+
+
+def write_report(run_dir: Path, cfg, results: dict, timings: dict, history: list[dict], judge: str) -> None:
+    any_row = next(iter(results.values()))
+    lines = [
+        f"# {cfg.name}: seed {cfg.seed}",
+        "",
+        f"Generators: {cfg.env.n_generators} × {cfg.agents.generator.algorithm.upper()}"
+        f" ({'shared parameters' if cfg.agents.generator.share_parameters else 'one network each'}),"
+        f" critic: {cfg.agents.critic.algorithm.upper()} judged by the **{judge}**."
+        f" Model: {cfg.model.kind.upper()} on {cfg.data.source} (std {cfg.data.std}).",
+        "",
+        f"Every method decodes {any_row['budget']} samples; figures are over the samples it delivers"
+        " (the critic's rejects still cost their decode). High quality = within 3 std of a mean;"
+        f" reverse KL = KL(p_gen || uniform) over high-quality samples' modes; true std {cfg.data.std}."
+        f" Small-budget modes: modes covered by {any_row['small_budget']} decoded samples"
+        f" ({cfg.eval.small_budget_per_mode} per mode), mean ± 95% CI over"
+        f" {any_row['small_budget_episodes']} episodes.",
+        "",
+        "| method | " + " | ".join(name for name, _ in COLUMNS) + " |",
+        "|---" * (len(COLUMNS) + 1) + "|",
+    ]
+    for method, row in results.items():
+        lines.append(f"| {method} | " + " | ".join(fmt(row) for _, fmt in COLUMNS) + " |")
+    lines += ["", "## Wall time", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {stage} | {sec:.1f} |" for stage, sec in timings.items()]
+    if history:
+        lines += ["", "## Training", "", "| epoch | agent steps | modes per episode | seconds |", "|---|---|---|---|"]
+        lines += [
+            f"| {h['epoch']} | {h['env_steps']} | {h['episode_modes_covered']:.2f} | {h['seconds']:.0f} |"
+            for h in history
+        ]
+    lines += ["", "![samples](samples.png)", "", "![learning curve](learning_curve.png)", ""]
+    (run_dir / "report.md").write_text("\n".join(lines))
+
+
+def plot_samples(path: Path, rollouts: dict, means: np.ndarray | None, n_generators: int) -> None:
+    """Team samples coloured by agent beside the plain prior, over the true modes."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), sharex=True, sharey=True)
+    for ax, (method, title) in zip(axes, [("prior", "plain model, prior"), ("team", "trained team")]):
+        r = rollouts[method]
+        kept = r.accepted
+        if method == "team":
+            cmap = plt.get_cmap("tab10" if n_generators <= 10 else "hsv", n_generators)
+            ax.scatter(*r.samples[~kept].T[:2], s=4, c="lightgray", label="rejected by critic")
+            for i in range(n_generators):
+                mine = kept & (r.agent == i)
+                ax.scatter(*r.samples[mine].T[:2], s=4, color=cmap(i), label=f"generator_{i}")
+        else:
+            ax.scatter(*r.samples.T[:2], s=4, c="tab:gray", label="samples")
+        if means is not None:
+            ax.scatter(*means.T, marker="x", c="black", s=40, label="true means")
+        ax.set_title(f"{title} ({int(kept.sum())} delivered of {len(kept)})")
+        ax.set_aspect("equal")
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), markerscale=3, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_learning_curve(path: Path, history: list[dict], results: dict, n_modes: int) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    steps = [h["env_steps"] for h in history]
+    ax.plot(steps, [h["episode_modes_covered"] for h in history], marker="o", label="team (greedy)")
+    for method, style in (("prior", "--"), ("random", ":")):
+        if method in results:
+            value = results[method]["small_budget_modes_covered"]
+            ax.axhline(value, ls=style, c="gray", label=f"{method}: {value:.2f}")
+    ax.axhline(n_modes, c="black", lw=0.8, label=f"all {n_modes} modes")
+    ax.set_xlabel("agent steps (transitions collected)")
+    ax.set_ylabel("modes covered per small-budget episode")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pct(x) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _num(x, digits: int = 3) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _clean(obj):
+    """JSON has no NaN: write null where a figure is undefined."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, np.generic):
+        return _clean(obj.item())
+    return obj

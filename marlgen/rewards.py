@@ -1,0 +1,75 @@
+"""Reward terms of CoverageEnv.
+
+The team objective of a mode histogram h (counts of accepted samples per mode, M modes) is
+
+    G(h) = w_cov * covered(h) / M  +  w_ent * H(h / sum h) / log M
+
+so an episode's team gains telescope to G(final histogram): its entropy part is log M minus the
+reverse KL we report, its coverage part the modes covered. How a step's team gain is credited to
+each generator is the ``credit`` key:
+
+- ``shared``: every generator receives the whole team gain G(h + sum_j c_j) - G(h).
+- ``difference``: generator i receives G(h + sum_j c_j) - G(h + sum_{j != i} c_j), what the team
+  would lose without its samples (Wolpert & Tumer's difference reward). It sums to no more than the
+  team gain and makes two agents landing on one mode worth nothing to either: the signal that lets
+  simultaneous movers split the modes (DESIGN.md, "Traps": with the shared reward they all drift
+  to the same choice).
+- ``individual``: generator i receives G(own_i + c_i) - G(own_i) on its own history only: no
+  teammate appears in its reward at all (the independent-learners baseline).
+
+Every generator also gets ``w_quality`` times the fraction of its own samples the critic accepted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def objective(hist: np.ndarray, coverage: float, entropy: float) -> np.ndarray:
+    """G over the last axis of a batch of histograms (..., M)."""
+    n_modes = hist.shape[-1]
+    total = hist.sum(-1, keepdims=True)
+    p = hist / np.maximum(total, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -np.where(p > 0, p * np.log(p), 0.0).sum(-1)
+    covered = (hist > 0).sum(-1)
+    return coverage * covered / n_modes + entropy * h / np.log(max(n_modes, 2))
+
+
+def per_agent_counts(modes: np.ndarray, n_modes: int) -> np.ndarray:
+    """(N, m) accepted modes (-1 = none) -> (N, M) counts, without a Python loop."""
+    n_agents = modes.shape[0]
+    valid = modes >= 0
+    flat = (np.arange(n_agents)[:, None] * n_modes + modes)[valid]
+    return np.bincount(flat, minlength=n_agents * n_modes).reshape(n_agents, n_modes)
+
+
+def generator_rewards(
+    team_hist: np.ndarray,  # (M,) team counts before this step
+    own_hist: np.ndarray,  # (N, M) each agent's own counts before this step
+    counts: np.ndarray,  # (N, M) this step's accepted samples per agent and mode
+    accepted_fraction: np.ndarray,  # (N,) share of each agent's samples the critic accepted
+    cfg,
+) -> np.ndarray:
+    """(N,) rewards; see the module docstring for the credit schemes."""
+    g = lambda h: objective(h, cfg.coverage, cfg.entropy)  # noqa: E731
+    after = team_hist + counts.sum(0)  # (M,)
+    if cfg.credit == "shared":
+        gain = np.full(len(counts), g(after) - g(team_hist))
+    elif cfg.credit == "difference":
+        gain = g(after) - g(after[None, :] - counts)  # (N,)
+    elif cfg.credit == "individual":
+        gain = g(own_hist + counts) - g(own_hist)  # (N,)
+    else:
+        raise ValueError(f"unknown credit scheme {cfg.credit!r}")
+    return gain + cfg.quality * accepted_fraction
+
+
+def critic_reward(
+    accepted: np.ndarray, good: np.ndarray, false_accept_cost: float, false_reject_cost: float
+) -> float:
+    """Mean over the step's samples: +1 per accepted good sample, costs for both kinds of mistake."""
+    hits = (accepted & good).mean()
+    false_accepts = (accepted & ~good).mean()
+    false_rejects = (~accepted & good).mean()
+    return float(hits - false_accept_cost * false_accepts - false_reject_cost * false_rejects)

@@ -1,0 +1,255 @@
+"""Agent builders: registry, dotted-path loading, exploration schedule, and that each algorithm learns.
+
+The learning checks train every registered builder with Tianshou's own Collector and trainer on a
+one-step contextual bandit (observation: one-hot context among 4; reward 1 for action == context,
+or -(action - target)^2 for a Box action) and assert the greedy policy solves it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import Env, spaces
+from omegaconf import OmegaConf
+from tianshou.algorithm import Algorithm
+from tianshou.data import Batch, Collector, VectorReplayBuffer
+from tianshou.env import DummyVectorEnv
+from tianshou.trainer import OffPolicyTrainerParams, OnPolicyTrainerParams
+
+import agents
+from agents import dqn, ppo
+from marlgen.config import AgentConfig
+
+N_CONTEXTS = 4
+TARGETS = np.array([-0.6, -0.2, 0.3, 0.7])  # Box bandit: best action per context
+NAMES = sorted(agents.BUILDERS)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    # Tiny networks: intra-op threads only contend (10-20x slower on a busy 2-core machine).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def agent_cfg(name: str, **overrides):
+    return OmegaConf.structured(AgentConfig(algorithm=name, **overrides))
+
+
+class ContextBandit(Env):
+    """One-step contextual bandit: observe a one-hot context, act once, episode ends."""
+
+    def __init__(self, continuous: bool = False):
+        self.continuous = continuous
+        self.observation_space = spaces.Box(0.0, 1.0, (N_CONTEXTS,), dtype=np.float32)
+        if continuous:
+            self.action_space = spaces.Box(-1.0, 1.0, (1,), dtype=np.float32)
+        else:
+            self.action_space = spaces.Discrete(N_CONTEXTS)
+        self.context = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.context = int(self.np_random.integers(N_CONTEXTS))
+        return np.eye(N_CONTEXTS, dtype=np.float32)[self.context], {}
+
+    def step(self, action):
+        reward = bandit_reward(self.context, action, self.continuous)
+        obs, _ = self.reset()
+        return obs, reward, True, False, {}
+
+
+def bandit_reward(context: int, action, continuous: bool) -> float:
+    if continuous:
+        return -float((np.asarray(action, dtype=np.float64).reshape(-1)[0] - TARGETS[context]) ** 2)
+    return float(int(np.asarray(action).reshape(-1)[0]) == context)
+
+
+def greedy_actions(algorithm: Algorithm, obs: np.ndarray) -> np.ndarray:
+    """Evaluation-mode actions, mapped into the env's action space."""
+    policy = algorithm.policy
+    assert not policy.is_within_training_step  # eval: PPO takes the mode, DQN takes no epsilon
+    with torch.no_grad():
+        act = policy(Batch(obs=obs, info={})).act
+    return policy.map_action(act)
+
+
+def train_on_bandit(name: str, continuous: bool, total_steps: int, seed: int = 0, **cfg_overrides):
+    torch.manual_seed(seed)
+    np.random.seed(seed)  # DQN's epsilon-greedy draws from numpy's global generator
+    cfg = agent_cfg(name, hidden=[64, 64], **cfg_overrides)
+    probe = ContextBandit(continuous)
+    algorithm = agents.build(cfg, probe.observation_space, probe.action_space, total_steps)
+    n_envs = 4
+    envs = DummyVectorEnv([lambda: ContextBandit(continuous) for _ in range(n_envs)])
+    envs.seed(seed)
+    on_policy = agents.is_on_policy(name)
+    buffer = VectorReplayBuffer(512 if on_policy else total_steps, n_envs)
+    collector = Collector(algorithm, envs, buffer, exploration_noise=True)
+
+    def training_fn(epoch: int, env_step: int) -> None:
+        agents.exploration_schedule(algorithm, cfg, env_step / total_steps)
+
+    epochs = 4
+    common = dict(
+        training_collector=collector,
+        max_epochs=epochs,
+        epoch_num_steps=total_steps // epochs,
+        training_fn=training_fn,
+        show_progress=False,
+        verbose=False,
+    )
+    if on_policy:
+        params = OnPolicyTrainerParams(
+            collection_step_num_env_steps=256,
+            batch_size=64,
+            update_step_num_repetitions=cfg.update_repeats,
+            **common,
+        )
+    else:
+        collector.reset()
+        collector.collect(n_step=256, random=True)  # warm-up; the trainer keeps the buffer
+        params = OffPolicyTrainerParams(
+            collection_step_num_env_steps=32,
+            batch_size=64,
+            update_step_num_gradient_steps_per_sample=0.25,
+            **common,
+        )
+    stats = algorithm.run_training(params)
+    envs.close()
+    assert stats.train_step >= total_steps
+    return algorithm, cfg
+
+
+def build_or_skip(name: str, obs_space, act_space) -> Algorithm:
+    try:
+        return agents.build(agent_cfg(name), obs_space, act_space, 1000)
+    except ValueError as err:
+        if isinstance(act_space, spaces.Box):
+            pytest.skip(f"{name} is not continuous-capable: {err}")
+        raise
+
+
+# --- building and acting ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_builds_and_acts_for_discrete_actions(name):
+    obs_space = spaces.Box(-np.inf, np.inf, (6,), dtype=np.float32)
+    algorithm = build_or_skip(name, obs_space, spaces.Discrete(5))
+    assert isinstance(algorithm, Algorithm)
+    obs = np.random.default_rng(0).normal(size=(8, 6)).astype(np.float32)
+    act = greedy_actions(algorithm, obs)
+    assert act.shape == (8,) and np.all((act >= 0) & (act < 5))
+    single = algorithm.policy.compute_action(obs[0])
+    assert isinstance(single, int) and single == act[0]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_builds_and_acts_for_box_actions(name):
+    obs_space = spaces.Box(-np.inf, np.inf, (6,), dtype=np.float32)
+    act_space = spaces.Box(-2.5, 2.5, (2,), dtype=np.float32)
+    algorithm = build_or_skip(name, obs_space, act_space)
+    obs = np.random.default_rng(0).normal(size=(8, 6)).astype(np.float32)
+    act = greedy_actions(algorithm, obs)
+    assert act.shape == (8, 2) and np.all(np.abs(act) <= 2.5)
+    # Raw (training) samples are unbounded; map_action clips and scales them into the Box.
+    assert np.all(np.abs(algorithm.policy.map_action(np.full((3, 2), 7.0))) <= 2.5)
+
+
+def test_dqn_rejects_box_actions():
+    obs_space = spaces.Box(-1.0, 1.0, (3,), dtype=np.float32)
+    with pytest.raises(ValueError, match="DQN needs discrete actions; use ppo for env.action=continuous"):
+        agents.build(agent_cfg("dqn"), obs_space, spaces.Box(-1.0, 1.0, (2,), dtype=np.float32), 100)
+
+
+def test_registry_and_on_policy_flags():
+    assert agents.BUILDERS["ppo"] is ppo.build and agents.BUILDERS["dqn"] is dqn.build
+    assert agents.is_on_policy("ppo") is True
+    assert agents.is_on_policy("dqn") is False
+    for name in NAMES:
+        assert isinstance(agents.is_on_policy(name), bool)
+
+
+def test_state_dict_round_trip(tmp_path):
+    obs_space = spaces.Box(-1.0, 1.0, (4,), dtype=np.float32)
+    for name in NAMES:
+        torch.manual_seed(1)
+        source = agents.build(agent_cfg(name), obs_space, spaces.Discrete(3), 100)
+        torch.manual_seed(2)
+        target = agents.build(agent_cfg(name), obs_space, spaces.Discrete(3), 100)
+        path = tmp_path / f"{name}.pt"
+        torch.save(source.state_dict(), path)  # networks + "_optimizers" (optimizer states)
+        target.load_state_dict(torch.load(path))
+        for key, value in source.policy.state_dict().items():
+            assert torch.equal(value, target.policy.state_dict()[key]), (name, key)
+
+
+# --- dotted paths and schedules ----------------------------------------------------------------------
+
+
+def test_dotted_path_loader():
+    obs_space = spaces.Box(-1.0, 1.0, (4,), dtype=np.float32)
+    assert agents.resolve("agents.dqn:build") is dqn.build
+    assert agents.resolve("agents.ppo") is ppo.build  # module alone means module:build
+    assert agents.is_on_policy("agents.dqn:build") is False
+    assert agents.is_on_policy("agents.ppo:build") is True
+    algorithm = agents.build(agent_cfg("agents.dqn:build"), obs_space, spaces.Discrete(3), 100)
+    agents.exploration_schedule(algorithm, agent_cfg("agents.dqn:build"), 1.0)
+    assert algorithm.policy.eps_training == pytest.approx(0.02)
+
+    for bad in ("no_such_pkg.mod:build", "agents.dqn:no_such_fn", "not_a_builder"):
+        with pytest.raises(ValueError, match=bad.split(":")[0]):
+            agents.build(agent_cfg(bad), obs_space, spaces.Discrete(3), 100)
+        with pytest.raises(ValueError, match=bad.split(":")[0]):
+            agents.is_on_policy(bad)
+
+
+def test_dqn_epsilon_schedule():
+    obs_space = spaces.Box(-1.0, 1.0, (4,), dtype=np.float32)
+    cfg = agent_cfg("dqn", eps_train=0.3, eps_train_final=0.02)
+    algorithm = agents.build(cfg, obs_space, spaces.Discrete(3), 100)
+    expected = {0.0: 0.3, 0.25: 0.16, 0.5: 0.02, 1.0: 0.02}
+    for progress, eps in expected.items():
+        agents.exploration_schedule(algorithm, cfg, progress)
+        assert algorithm.policy.eps_training == pytest.approx(eps), progress
+    assert algorithm.policy.eps_inference == cfg.eps_test
+
+
+def test_ppo_has_no_exploration_schedule():
+    obs_space = spaces.Box(-1.0, 1.0, (4,), dtype=np.float32)
+    cfg = agent_cfg("ppo")
+    algorithm = agents.build(cfg, obs_space, spaces.Discrete(3), 100)
+    before = {k: v.clone() for k, v in algorithm.state_dict().items() if isinstance(v, torch.Tensor)}
+    agents.exploration_schedule(algorithm, cfg, 0.5)
+    after = algorithm.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+
+
+# --- learning ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_learns_discrete_context_bandit(name):
+    lr = 3e-3 if agents.is_on_policy(name) else 1e-3
+    algorithm, cfg = train_on_bandit(name, continuous=False, total_steps=3072, lr=lr, target_update_freq=50)
+    contexts = np.arange(N_CONTEXTS)
+    act = greedy_actions(algorithm, np.eye(N_CONTEXTS, dtype=np.float32))
+    mean_reward = np.mean([bandit_reward(c, a, False) for c, a in zip(contexts, act, strict=True)])
+    assert mean_reward >= 0.9, f"{name}: greedy actions {act} for contexts {contexts}"
+    if not agents.is_on_policy(name) and hasattr(algorithm.policy, "eps_training"):
+        assert algorithm.policy.eps_training == pytest.approx(cfg.eps_train_final)  # schedule ran
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_learns_box_context_bandit(name):
+    probe = ContextBandit(continuous=True)
+    build_or_skip(name, probe.observation_space, probe.action_space)
+    algorithm, _ = train_on_bandit(name, continuous=True, total_steps=4096, lr=3e-3)
+    act = greedy_actions(algorithm, np.eye(N_CONTEXTS, dtype=np.float32)).reshape(-1)
+    assert np.all(np.abs(act - TARGETS) <= 0.2), f"{name}: mean actions {act} vs targets {TARGETS}"

@@ -1,0 +1,165 @@
+"""Models registry, pretraining and the checkpoint cache (fast: tiny networks, few steps)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from marlgen.config import ModelConfig
+from marlgen.errors import CheckpointError
+from marlgen.models import MODELS
+from marlgen.models import pretrain as pretrain_mod
+from marlgen.models.pretrain import build_model, load_model_checkpoint, pretrained_model
+
+KINDS = sorted(MODELS)
+
+
+def data_shape_for(kind: str) -> tuple[int, ...]:
+    """Flat toy points for MLP kinds, small images for conv kinds; add a case for new data types."""
+    return (1, 28, 28) if kind.startswith("conv") else (2,)
+
+
+def mixture(n: int, shape: tuple[int, ...] = (2,), std: float = 0.05, seed: int = 0) -> np.ndarray:
+    """Two Gaussian components at -1 and +1 (all features equal per component), float32 (n, *shape)."""
+    rng = np.random.default_rng(seed)
+    centre = rng.choice([-1.0, 1.0], size=(n,) + (1,) * len(shape))
+    return (centre + std * rng.standard_normal((n, *shape))).astype(np.float32)
+
+
+def tiny_cfg(kind: str, **overrides) -> ModelConfig:
+    base = dict(kind=kind, latent_dim=2, hidden=16, depth=1, train_steps=20, batch_size=16, lr=1e-3)
+    return ModelConfig(**{**base, **overrides})
+
+
+def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_registry_builds_and_decodes(kind):
+    shape = data_shape_for(kind)
+    model = MODELS[kind](tiny_cfg(kind, latent_dim=3), shape)
+    assert model.latent_dim == 3 and tuple(model.data_shape) == shape
+    assert model.decode(torch.zeros(5, 3)).shape == (5, *shape)
+    g = torch.Generator().manual_seed(1)
+    first = model.sample_prior(7, generator=g)
+    assert first.shape == (7, *shape)
+    assert torch.equal(first, model.sample_prior(7, generator=torch.Generator().manual_seed(1)))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_training_step_reports_finite_losses(kind):
+    shape = data_shape_for(kind)
+    model = MODELS[kind](tiny_cfg(kind), shape)
+    losses = model.training_step(torch.from_numpy(mixture(16, shape)), model.make_optimizers(1e-3))
+    assert losses and all(isinstance(v, float) and np.isfinite(v) for v in losses.values())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cache_is_written_then_reused(kind, tmp_path, monkeypatch, caplog):
+    shape = data_shape_for(kind)
+    data, cfg = mixture(64, shape), tiny_cfg(kind)
+    model = pretrained_model(cfg, data, seed=0, cache_dir=tmp_path, progress=False)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 1 and files[0].startswith(kind) and files[0].endswith(".pt"), files  # no temp left
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("retrained although the cache holds these weights")
+
+    monkeypatch.setattr(pretrain_mod, "train_model", no_training)
+    with caplog.at_level(logging.INFO, logger=pretrain_mod.__name__):
+        # A DictConfig with the same values must hit the same cache file as the dataclass.
+        again = pretrained_model(OmegaConf.structured(cfg), data, seed=0, cache_dir=tmp_path, progress=False)
+    assert any("reused" in r.getMessage() for r in caplog.records)
+    assert same_weights(weights(model), weights(again))
+    assert not again.training and not any(p.requires_grad for p in again.parameters())
+
+    # The file alone rebuilds the model.
+    alone = load_model_checkpoint(tmp_path / files[0])
+    assert tuple(alone.data_shape) == shape and alone.config == cfg
+    z = torch.randn(4, cfg.latent_dim)
+    assert torch.equal(alone.decode(z), model.decode(z))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_seed_fixes_weights(kind, tmp_path):
+    shape = data_shape_for(kind)
+    data, cfg = mixture(64, shape), tiny_cfg(kind)
+    rng_before = torch.get_rng_state()
+    a = pretrained_model(cfg, data, seed=3, cache_dir=tmp_path / "a", progress=False)
+    assert torch.equal(torch.get_rng_state(), rng_before), "pretraining must not consume the global RNG"
+    b = pretrained_model(cfg, data, seed=3, cache_dir=tmp_path / "b", progress=False)
+    c = pretrained_model(cfg, data, seed=4, cache_dir=tmp_path / "c", progress=False)
+    assert same_weights(weights(a), weights(b))
+    assert not same_weights(weights(a), weights(c))
+
+
+def test_inputs_key_the_cache(tmp_path):
+    data, cfg = mixture(64), tiny_cfg("vae")
+    pretrained_model(cfg, data, seed=0, cache_dir=tmp_path, progress=False)
+    pretrained_model(cfg, data, seed=1, cache_dir=tmp_path, progress=False)
+    pretrained_model(tiny_cfg("vae", kl_weight=0.5), data, seed=0, cache_dir=tmp_path, progress=False)
+    pretrained_model(cfg, data[:-1], seed=0, cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("*.pt"))) == 4
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "foreign", "wrong_weights"])
+def test_bad_checkpoint_raises_checkpoint_error(damage, tmp_path):
+    data, cfg = mixture(64), tiny_cfg("vae")
+    pretrained_model(cfg, data, seed=0, cache_dir=tmp_path, progress=False)
+    (path,) = tmp_path.glob("*.pt")
+    if damage == "garbage":
+        path.write_bytes(b"not a checkpoint at all")
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "foreign":
+        torch.save({"hello": torch.zeros(2)}, path)
+    else:
+        ckpt = torch.load(path, weights_only=True)
+        ckpt["state_dict"] = {"nope": torch.zeros(1)}
+        torch.save(ckpt, path)
+    with pytest.raises(CheckpointError) as info:
+        pretrained_model(cfg, data, seed=0, cache_dir=tmp_path, progress=False)
+    message = str(info.value)
+    assert str(path) in message and "delete" in message
+    err = info.value  # no torch traceback chained to ours
+    assert err.__cause__ is None and (err.__context__ is None or err.__suppress_context__)
+
+
+def test_missing_checkpoint_file(tmp_path):
+    with pytest.raises(CheckpointError, match="no such"):
+        load_model_checkpoint(tmp_path / "absent.pt")
+
+
+def test_vae_training_learns_the_mixture(tmp_path):
+    """The trained VAE must use its latent: beat the collapsed VAE that decodes the data mean."""
+    data = mixture(2000, seed=0)
+    test = torch.from_numpy(mixture(500, seed=1))
+    cfg = tiny_cfg("vae", hidden=32, depth=2, train_steps=400, batch_size=64, lr=3e-3, kl_weight=0.05)
+
+    def elbo_loss(model) -> float:
+        recon, kl = model.loss(test, torch.Generator().manual_seed(0))
+        return float(recon + cfg.kl_weight * kl)
+
+    torch.manual_seed(0)
+    untrained = build_model(vars(cfg), (2,))
+    untrained.fit_normalizer(torch.from_numpy(data))
+    trained = pretrained_model(cfg, data, seed=0, cache_dir=tmp_path, progress=False)
+    with torch.no_grad():
+        before, after = elbo_loss(untrained), elbo_loss(trained)
+        # Collapsed VAE: recon = total variance of the standardised data (2), KL = 0.
+        assert after < 0.5 * min(before, 2.0), (before, after)
+        # Decodes land on both components (the means are at -1 and +1 in every feature).
+        decoded = trained.sample_prior(400, torch.Generator().manual_seed(0))
+    near = (decoded - decoded.new_tensor([[1.0, 1.0]])).norm(dim=1) < 0.3
+    near_neg = (decoded + decoded.new_tensor([[1.0, 1.0]])).norm(dim=1) < 0.3
+    assert near.sum() > 50 and near_neg.sum() > 50, (int(near.sum()), int(near_neg.sum()))

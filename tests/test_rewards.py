@@ -1,0 +1,76 @@
+"""Reward terms on hand-made cases whose values are known."""
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from marlgen.config import RewardConfig
+from marlgen.rewards import critic_reward, generator_rewards, objective, per_agent_counts
+
+
+def reward_cfg(**kw):
+    return OmegaConf.structured(RewardConfig(**kw))
+
+
+def test_objective_known_values():
+    # One mode of four covered, no entropy: coverage 1/4.
+    assert objective(np.array([3, 0, 0, 0]), 1.0, 1.0) == pytest.approx(0.25)
+    # Uniform over all four: coverage 1 + normalised entropy 1.
+    assert objective(np.array([2, 2, 2, 2]), 1.0, 1.0) == pytest.approx(2.0)
+    # Two of four, equal counts: 0.5 + log 2 / log 4 = 1.0.
+    assert objective(np.array([5, 5, 0, 0]), 1.0, 1.0) == pytest.approx(1.0)
+    assert objective(np.zeros(4), 1.0, 1.0) == 0.0
+
+
+def test_per_agent_counts_ignores_rejected():
+    modes = np.array([[0, 0, -1], [2, -1, -1]])
+    assert per_agent_counts(modes, 3).tolist() == [[2, 0, 0], [0, 0, 1]]
+
+
+def test_difference_reward_gives_nothing_for_a_duplicate():
+    # Two agents land on the same new mode, a third on another new mode (M = 4, empty history).
+    counts = per_agent_counts(np.array([[0], [0], [1]]), 4)
+    r = generator_rewards(np.zeros(4), np.zeros((3, 4)), counts, np.ones(3), reward_cfg(entropy=0.0, quality=0.0))
+    assert r.tolist() == pytest.approx([0.0, 0.0, 0.25])
+
+
+def test_shared_reward_is_the_team_gain_for_everyone():
+    counts = per_agent_counts(np.array([[0], [0], [1]]), 4)
+    cfg = reward_cfg(credit="shared", entropy=0.0, quality=0.0)
+    r = generator_rewards(np.zeros(4), np.zeros((3, 4)), counts, np.ones(3), cfg)
+    assert r.tolist() == pytest.approx([0.5, 0.5, 0.5])
+
+
+def test_individual_reward_ignores_teammates():
+    counts = per_agent_counts(np.array([[0], [0]]), 4)
+    own = np.array([[0, 0, 0, 0], [1, 0, 0, 0]])  # agent 1 already covered mode 0 itself
+    cfg = reward_cfg(credit="individual", entropy=0.0, quality=0.0)
+    r = generator_rewards(np.array([1, 0, 0, 0]), own, counts, np.ones(2), cfg)
+    assert r.tolist() == pytest.approx([0.25, 0.0])
+
+
+def test_quality_term_adds_accepted_fraction():
+    counts = np.zeros((2, 4), dtype=int)
+    cfg = reward_cfg(coverage=0.0, entropy=0.0, quality=0.5)
+    r = generator_rewards(np.zeros(4), np.zeros((2, 4)), counts, np.array([1.0, 0.5]), cfg)
+    assert r.tolist() == pytest.approx([0.5, 0.25])
+
+
+def test_entropy_gains_telescope_to_final_entropy():
+    rng = np.random.default_rng(0)
+    cfg = reward_cfg(coverage=0.0, quality=0.0, credit="shared")
+    team = np.zeros(5)
+    total = 0.0
+    for _ in range(6):
+        counts = per_agent_counts(rng.integers(-1, 5, size=(1, 3)), 5)
+        total += generator_rewards(team, np.zeros((1, 5)), counts, np.ones(1), cfg)[0]
+        team = team + counts.sum(0)
+    assert total == pytest.approx(objective(team, 0.0, 1.0))
+
+
+def test_critic_reward_known_values():
+    accepted = np.array([True, True, False, False])
+    good = np.array([True, False, True, False])
+    # hits 1/4, false accepts 1/4 (cost 1), false rejects 1/4 (cost 0.5)
+    assert critic_reward(accepted, good, 1.0, 0.5) == pytest.approx(0.25 - 0.25 - 0.125)
+    assert critic_reward(good, good, 1.0, 0.5) == pytest.approx(0.5)
