@@ -63,7 +63,9 @@ def build(
         )
     elif isinstance(action_space, gym.spaces.Box):
         if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
-            raise ValueError(f"PPO needs a bounded Box action space to scale actions into, got {action_space}")
+            raise ValueError(
+                f"PPO needs a bounded Box action space to scale actions into, got {action_space}"
+            )
         actor = ContinuousActorProbabilistic(
             preprocess_net=body(), action_shape=action_space.shape, unbounded=True
         ).to(device)

@@ -39,8 +39,7 @@ class TeamActor:
             padded[i, : len(obs[a])] = obs[a]
         rows = np.array([{"agent_id": r, "obs": o} for r, o in zip(self.roles, padded)], dtype=object)
         self.policy.eval()
-        act = self.policy(Batch(obs=rows, info={})).act
-        act = act.detach().cpu().numpy() if torch.is_tensor(act) else np.asarray(act)
+        act = self.policy.map_action(self.policy(Batch(obs=rows, info={})).act)
         return {a: act[i] for i, a in enumerate(self.agents)}
 
 

@@ -148,6 +148,8 @@ class LockstepPolicy(MultiAgentPolicy):
     - ``forward`` reads ``batch.obs_next`` whenever the observation has no ``mask``, and the
       collector's acting batches have none: it raises. We route rows by ``agent_id`` and hand each
       policy the plain vector.
+    - ``map_action`` did not call the role policies' own, so continuous PPO actions reached the
+      env neither clipped nor scaled.
     - The training-step flag was never passed on to the per-role policies, so during collection
       PPO acted with its deterministic evaluation mode and DQN with its test epsilon: no
       exploration at all, silently. Here setting the flag sets it on every role's policy.
@@ -164,6 +166,7 @@ class LockstepPolicy(MultiAgentPolicy):
             policy.is_within_training_step = enabled
 
     def forward(self, batch: Batch, state=None, **kwargs) -> Batch:
+        self._last_agent_ids = np.asarray(batch.obs.agent_id)  # for map_action, called next
         act, outs = None, {}
         for agent_id, policy in self.policies.items():
             rows = np.nonzero(batch.obs.agent_id == agent_id)[0]
@@ -178,6 +181,15 @@ class LockstepPolicy(MultiAgentPolicy):
             act[rows] = role_act
             outs[agent_id] = out
         return Batch(act=act, out=outs)
+
+    def map_action(self, act):
+        act = to_numpy(act)
+        out = act.copy()
+        for agent_id, policy in self.policies.items():
+            rows = np.nonzero(self._last_agent_ids == agent_id)[0]
+            if len(rows):
+                out[rows] = policy.map_action(act[rows])
+        return out
 
 
 def use_lockstep_policy(algorithm) -> None:

@@ -143,6 +143,8 @@ def within_mode_spread(samples: np.ndarray, modes: np.ndarray) -> float:
     samples = np.asarray(samples, dtype=np.float64)
     if samples.ndim < 2 or samples.shape[0] != modes.shape[0]:
         raise ValueError(f"need samples (n, ...) and modes (n,), got {samples.shape} and {modes.shape}")
+    if len(samples) == 0:
+        return float("nan")
     samples = samples.reshape(len(samples), -1)  # images (n, C, H, W): one axis per pixel
     spreads = []
     for m in np.unique(modes[modes >= 0]):

@@ -7,6 +7,7 @@ small-budget evaluation and a checkpoint).
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,10 @@ from marlgen.evaluate import TeamActor, steer
 from marlgen.lockstep import LockstepVectorEnv, TeamEnv, use_lockstep_policy
 
 VECTOR_ENVS = {"dummy": DummyVectorEnv, "subproc": SubprocVectorEnv}
+
+# Each slot's reward is a vector (one column per role, see marlgen.lockstep); Tianshou's collector
+# summarises those returns before the trainer's multi_agent_return_reduction and warns each time.
+logging.getLogger("tianshou.data.stats").setLevel(logging.ERROR)
 
 
 @dataclass
@@ -102,7 +107,8 @@ def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
     collector = Collector(algorithm, lockstep, VectorReplayBuffer(buffer_size, slots), exploration_noise=True)
     collector.reset()
     writer = SummaryWriter(str(run_dir / "tensorboard"))
-    logger = TensorboardLogger(writer, training_interval=per_collect, update_interval=per_collect)
+    # training_interval counts env steps, update_interval counts collect-and-update cycles.
+    logger = TensorboardLogger(writer, training_interval=per_collect, update_interval=1)
 
     def training_fn(epoch: int, env_step: int) -> None:
         progress_fraction = min(env_step / total_steps, 1.0)
@@ -154,18 +160,23 @@ def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
             f"{row['episode_modes_covered']:.2f}/{eval_env.n_modes} modes per episode, {row['seconds']:.0f} s"
         )
         if epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs:
-            save_checkpoint(run_dir / "checkpoints" / "policy.pt", algorithm, epoch, row["env_steps"])
+            save_checkpoint(run_dir / "checkpoints" / "policy.pt", algorithm, lockstep.roles, epoch, row["env_steps"])
     result.seconds = time.perf_counter() - start
     writer.close()
     lockstep.close()
     return result
 
 
-def save_checkpoint(path: Path, algorithm, epoch: int, env_steps: int) -> None:
-    """Write then rename, so a crash never leaves a half-written checkpoint behind."""
+def save_checkpoint(path: Path, algorithm, roles: list[str], epoch: int, env_steps: int) -> None:
+    """Write then rename, so a crash never leaves a half-written checkpoint behind.
+
+    One state dict per role: the multi-agent algorithm's own state dict does not load back
+    (tianshou 2.0.1: "Unexpected key(s)" for its sub-algorithms' optimisers).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"algorithm": algorithm.state_dict(), "epoch": epoch, "env_steps": env_steps}, tmp)
+    roles_state = {role: algorithm.get_algorithm(role).state_dict() for role in roles}
+    torch.save({"roles": roles_state, "epoch": epoch, "env_steps": env_steps}, tmp)
     os.replace(tmp, path)
 
 

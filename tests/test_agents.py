@@ -7,6 +7,10 @@ or -(action - target)^2 for a Box action) and assert the greedy policy solves it
 
 from __future__ import annotations
 
+# isort: off
+import marlgen  # noqa: F401  before tianshou: its NUMBA_DISABLE_JIT default only works pre-numba
+# isort: on
+
 import numpy as np
 import pytest
 import torch
@@ -236,7 +240,7 @@ def test_ppo_has_no_exploration_schedule():
 @pytest.mark.parametrize("name", NAMES)
 def test_learns_discrete_context_bandit(name):
     lr = 3e-3 if agents.is_on_policy(name) else 1e-3
-    algorithm, cfg = train_on_bandit(name, continuous=False, total_steps=3072, lr=lr, target_update_freq=50)
+    algorithm, cfg = train_on_bandit(name, continuous=False, total_steps=2048, lr=lr, target_update_freq=50)
     contexts = np.arange(N_CONTEXTS)
     act = greedy_actions(algorithm, np.eye(N_CONTEXTS, dtype=np.float32))
     mean_reward = np.mean([bandit_reward(c, a, False) for c, a in zip(contexts, act, strict=True)])
@@ -250,6 +254,6 @@ def test_learns_discrete_context_bandit(name):
 def test_learns_box_context_bandit(name):
     probe = ContextBandit(continuous=True)
     build_or_skip(name, probe.observation_space, probe.action_space)
-    algorithm, _ = train_on_bandit(name, continuous=True, total_steps=4096, lr=3e-3)
+    algorithm, _ = train_on_bandit(name, continuous=True, total_steps=3072, lr=3e-3, update_repeats=10)
     act = greedy_actions(algorithm, np.eye(N_CONTEXTS, dtype=np.float32)).reshape(-1)
     assert np.all(np.abs(act - TARGETS) <= 0.2), f"{name}: mean actions {act} vs targets {TARGETS}"

@@ -1,0 +1,69 @@
+"""End to end through `python -m marlgen.run`, one short run per algorithm: what it leaves behind."""
+
+import json
+
+import pytest
+import yaml
+
+from marlgen.run import main
+from tests.conftest import ROOT
+
+SHORT = [
+    "model.train_steps=300",
+    "train.epochs=2",
+    "train.steps_per_epoch=400",
+    "train.steps_per_collect=200",
+    "train.n_envs=2",
+    "eval.budget=400",
+    "eval.small_budget_episodes=5",
+]
+
+
+@pytest.mark.parametrize("agent", ["ppo", "dqn"])
+def test_short_run_writes_a_complete_run_directory(tmp_path, cache_dir, agent, capsys):
+    out = tmp_path / "run"
+    code = main([str(ROOT / "scenarios/gmm_ring8.yaml"),
+                 f"agent={agent}", f"out_dir={out}", f"cache_dir={cache_dir}", *SHORT, "--no-progress"])  # fmt: skip
+    assert code == 0
+    assert json.loads((out / "status.json").read_text())["state"] == "complete"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"team", "prior", "random"}
+    for row in metrics.values():
+        assert row["budget"] == 400 and row["modes_total"] == 8
+        assert 0 <= row["modes_covered"] <= 8 and 0.0 <= row["high_quality_fraction"] <= 1.0
+        assert row["small_budget"] == 16 and row["delivered"] <= row["budget"]
+    assert metrics["prior"]["delivered"] == 400  # the prior has no critic: all decodes delivered
+    report = (out / "report.md").read_text()
+    assert "| team |" in report and "| prior |" in report and "| random |" in report
+    assert (out / "samples.png").stat().st_size > 10_000
+    assert (out / "learning_curve.png").stat().st_size > 10_000
+    assert yaml.safe_load((out / "config.yaml").read_text())["agents"]["generator"]["algorithm"] == agent
+    assert "torch" in json.loads((out / "versions.json").read_text())
+    assert (out / "checkpoints" / "policy.pt").is_file()
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert f"run complete: {out}" in capsys.readouterr().out
+
+
+def test_continuous_actions_run(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    code = main([str(ROOT / "scenarios/gmm_ring8.yaml"), "env.action=continuous", f"out_dir={out}",
+                 f"cache_dir={cache_dir}", *SHORT, "--no-progress"])  # fmt: skip
+    assert code == 0
+    assert json.loads((out / "metrics.json").read_text())["team"]["budget"] == 400
+
+
+def test_failed_run_is_marked_failed(tmp_path, cache_dir, monkeypatch, capsys):
+    import marlgen.train
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(marlgen.train, "train", boom)
+    out = tmp_path / "run"
+    code = main([str(ROOT / "scenarios/gmm_ring8.yaml"), f"out_dir={out}", f"cache_dir={cache_dir}", *SHORT,
+                 "--no-progress"])  # fmt: skip
+    assert code == 1
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "failed" and "simulated crash" in status["message"]
+    assert not (out / "metrics.json").exists() and not (out / "report.md").exists()
+    assert "simulated crash" in capsys.readouterr().err
