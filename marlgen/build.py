@@ -26,14 +26,14 @@ def build_parts(cfg, progress: bool = True) -> Parts:
     """Everything the env needs; the model's pretraining is cached by config and data fingerprint."""
     dataset = load_data(cfg.data, cfg.seed)
     model = pretrained_model(cfg.model, dataset.samples, cfg.seed, cfg.cache_dir, progress=progress)
-    assigner = make_assigner(dataset)
+    assigner = make_assigner(dataset, cfg.modes, cfg.seed, cfg.cache_dir, progress=progress)
     generator = torch.Generator().manual_seed(cfg.seed)
 
     def prior_samples(n: int) -> np.ndarray:
         with torch.inference_mode():
             return model.sample_prior(n, generator=generator).numpy()
 
-    judge = make_judge(cfg.env.critic, dataset, prior_samples, cfg.seed)
+    judge = make_judge(cfg.env.critic, dataset, prior_samples, cfg.seed, features=getattr(assigner, "features", None))
     return Parts(dataset, model, assigner, judge)
 
 

@@ -37,6 +37,41 @@ class DataConfig:
     std: float = 0.01  # component std (PacGAN: 0.01 ring, 0.05 grid)
     n_train: int = 20000  # real samples drawn for pretraining and the discriminator
     path: str = ""  # file-backed sources (npz)
+    # Image sources (marlgen.image_data). They keep at most n_train training images (stacked digits: makes
+    # exactly n_train stacks) and hold images out for the mode classifier's accuracy.
+    root: str = "~/.cache/marlgen/datasets"  # torchvision sources: folder that holds cifar-10-batches-py
+    download: bool = False  # torchvision sources: fetch into root when missing (needs internet, ~170 MB)
+    n_test: int = 10000  # held-out images kept at most (stacked digits: stacks made from held-out digits)
+    test_fraction: float = 0.2  # sources without a test split (digits, npz without test_*): share held out
+
+
+@dataclass
+class ClassifierConfig:
+    """The conv classifier that says which class (mode) an image shows; trained once, cached."""
+
+    width: int = 32  # channels of the first conv block; doubled at each halving of the resolution
+    features: int = 128  # penultimate layer: the feature space of image PRDC and frechet_classifier
+    train_steps: int = 3000  # gradient steps on the real labels
+    batch_size: int = 128
+    lr: float = 1e-3
+    shift: int = 0  # augmentation: random translation by up to this many pixels (CIFAR: 2)
+    hflip: bool = False  # augmentation: random horizontal flips (CIFAR: yes; digits: no)
+
+
+@dataclass
+class ModesConfig:
+    """What a mode is: see marlgen.modes. ``auto`` picks mixture / classifier / kmeans from the data."""
+
+    assigner: str = "auto"  # auto | mixture (toy) | classifier (labelled images) | kmeans (any data)
+    # classifier: a sample counts for its class (mode >= 0) only when the classifier's top softmax
+    # probability is above this (stacked digits: every channel's); else it is no mode (-1).
+    confidence: float = 0.5
+    n_clusters: int = 10  # kmeans: number of cells (modes)
+    pca_dim: int = 32  # kmeans: cells live in this many principal components of the pixels
+    # kmeans: a sample is good when its distance to the nearest centre is below this quantile of the
+    # real samples' distances to theirs.
+    kmeans_quantile: float = 0.95
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
 
 
 @dataclass
@@ -61,6 +96,9 @@ class CriticConfig:
     disc_hidden: int = 128
     disc_lr: float = 1e-3
     disc_batch_size: int = 256
+    # What the discriminator sees: auto (images: the mode assigner's features, i.e. the classifier's
+    # penultimate layer; flat data: the samples) | pixels (samples, flattened) | features
+    disc_input: str = "auto"
 
 
 @dataclass
@@ -88,7 +126,7 @@ class EnvConfig:
 class AgentConfig:
     algorithm: str = "ppo"  # registry name in agents.BUILDERS (ppo | dqn) or a dotted path
     hidden: list[int] = field(default_factory=lambda: [128, 128])
-    lr: float = 3e-4
+    lr: float = 1e-3
     gamma: float = 0.9  # short episodes: the budget ends within a few steps
     share_parameters: bool = True  # generators only: one network for all, agent id in the obs
     # PPO
@@ -96,7 +134,7 @@ class AgentConfig:
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     gae_lambda: float = 0.95
-    update_repeats: int = 4  # passes over each collected rollout
+    update_repeats: int = 8  # passes over each collected rollout
     # DQN
     eps_train: float = 0.3  # epsilon-greedy, linearly decayed to eps_train_final over training
     eps_train_final: float = 0.02
@@ -115,11 +153,11 @@ class AgentsConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    steps_per_epoch: int = 4000  # env steps per epoch (each steps every agent once)
-    steps_per_collect: int = 256  # env steps between updates
-    batch_size: int = 256
-    n_envs: int = 4  # parallel env copies in the lockstep adapter
+    epochs: int = 6
+    steps_per_epoch: int = 8192  # agent steps (transitions, all agents counted) per epoch
+    steps_per_collect: int = 2048  # agent steps between updates (rounded up to a multiple of slots)
+    batch_size: int = 512
+    n_envs: int = 16  # env copies in the lockstep adapter: more slots per collector step, less overhead
     vector_env: str = "dummy"  # dummy | subproc (tianshou vector env kind)
     checkpoint_every: int = 1  # epochs between policy checkpoints
     torch_threads: int = 1  # small nets: more threads only add contention on a laptop
@@ -141,6 +179,7 @@ class Config:
     out_dir: str = ""  # run directory; empty: runs/{name}__{algorithm}__{seed}__{time}
     cache_dir: str = ".marlgen_cache"  # pretrained model checkpoints, keyed by config hash
     data: DataConfig = field(default_factory=DataConfig)
+    modes: ModesConfig = field(default_factory=ModesConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     agents: AgentsConfig = field(default_factory=AgentsConfig)
@@ -153,6 +192,8 @@ class Config:
 CHOICES = {
     "env.action": ("discrete", "continuous"),
     "env.critic.judge": ("oracle", "discriminator"),
+    "env.critic.disc_input": ("auto", "pixels", "features"),
+    "modes.assigner": ("auto", "mixture", "classifier", "kmeans"),
     "env.reward.credit": ("shared", "difference", "individual"),
     "train.vector_env": ("dummy", "subproc"),
 }
@@ -162,12 +203,20 @@ POSITIVE = (
     "env.n_generators env.n_anchors env.samples_per_agent env.episode_budget env.anchor_range "
     "agents.generator.lr agents.critic.lr train.epochs train.steps_per_epoch "
     "train.steps_per_collect train.batch_size train.n_envs train.torch_threads eval.budget eval.small_budget_per_mode "
-    "eval.small_budget_episodes eval.knn_k"
+    "eval.small_budget_episodes eval.knn_k "
+    "data.n_test modes.n_clusters modes.pca_dim modes.classifier.width modes.classifier.features "
+    "modes.classifier.train_steps modes.classifier.batch_size modes.classifier.lr"
 ).split()
 NON_NEGATIVE = (
     "model.kl_weight env.latent_spread env.reward.coverage env.reward.entropy env.reward.quality "
-    "env.critic.false_accept_cost env.critic.false_reject_cost train.checkpoint_every"
+    "env.critic.false_accept_cost env.critic.false_reject_cost train.checkpoint_every modes.classifier.shift"
 ).split()
+# Open or half-open unit intervals: (low, high, low inclusive, high inclusive).
+FRACTIONS = {
+    "data.test_fraction": (0.0, 1.0, False, False),
+    "modes.confidence": (0.0, 1.0, True, False),
+    "modes.kmeans_quantile": (0.0, 1.0, False, True),
+}
 
 
 def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
@@ -224,6 +273,11 @@ def validate(cfg: DictConfig, where: str) -> None:
         value = OmegaConf.select(cfg, key)
         if value < 0:
             raise ConfigError(f"{where}: {key}={value!r} must not be negative")
+    for key, (low, high, low_in, high_in) in FRACTIONS.items():
+        value = OmegaConf.select(cfg, key)
+        if not ((low <= value if low_in else low < value) and (value <= high if high_in else value < high)):
+            span = f"{'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+            raise ConfigError(f"{where}: {key}={value!r} must lie in {span}")
     bars = list(cfg.env.critic.bars)
     if not bars or any(not 0.0 <= b <= 1.0 for b in bars):
         raise ConfigError(f"{where}: env.critic.bars={bars} must be a non-empty list of values in [0, 1]")

@@ -69,7 +69,37 @@ class DiscriminatorJudge:
             self.update(fake_sampler(self.batch_size), rng)
 
 
-def make_judge(critic_cfg, dataset, fake_sampler: Callable[[int], np.ndarray], seed: int):
+class FeatureJudge:
+    """A discriminator on a feature map of the samples (images: the mode classifier's penultimate layer).
+
+    A small MLP on 128 classifier features is far cheaper than a conv net on pixels, so it can learn
+    online at every env step, and it judges what the classifier sees: whether a sample looks like a
+    real image of its class.
+    """
+
+    name = "discriminator on the mode assigner's features"
+    POOL = 4096  # prior samples decoded once for the warm-up
+
+    def __init__(self, features: Callable[[np.ndarray], np.ndarray], real: np.ndarray, hidden: int, lr: float,
+                 batch_size: int, seed: int):  # fmt: skip
+        self.features = features  # (n, *data_shape) -> (n, F)
+        self.inner = DiscriminatorJudge(features(real), hidden, lr, batch_size, seed)
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        return self.inner.score(self.features(x))
+
+    def update(self, fake: np.ndarray, rng: np.random.Generator) -> None:
+        self.inner.update(self.features(fake), rng)
+
+    def warm_up(self, fake_sampler: Callable[[int], np.ndarray], steps: int, rng: np.random.Generator) -> None:
+        """Against a pool of the plain model's samples, featurised once (decoding images is the cost)."""
+        pool = self.features(fake_sampler(self.POOL))  # (POOL, F)
+        self.inner.warm_up(lambda n: pool[rng.integers(len(pool), size=n)], steps, rng)
+
+
+def make_judge(critic_cfg, dataset, fake_sampler: Callable[[int], np.ndarray], seed: int, features=None):
+    """The judge ``env.critic`` names. ``features``: the mode assigner's feature map (images), used by
+    the discriminator when ``disc_input`` is features (or auto on data without a known density)."""
     if critic_cfg.judge == "oracle":
         if not dataset.has_density:
             raise ValueError(
@@ -77,6 +107,24 @@ def make_judge(critic_cfg, dataset, fake_sampler: Callable[[int], np.ndarray], s
                 f"data.source={dataset.name!r} has none: use env.critic.judge=discriminator"
             )
         return OracleJudge(dataset.means, dataset.std)
+    on_features = critic_cfg.disc_input == "features" or (
+        critic_cfg.disc_input == "auto" and not dataset.has_density and features is not None
+    )
+    if on_features:
+        if features is None:
+            raise ValueError(
+                "env.critic.disc_input='features' needs a mode assigner with a feature map "
+                "(modes.assigner=classifier or kmeans); use env.critic.disc_input=pixels"
+            )
+        judge = FeatureJudge(
+            features, dataset.samples, critic_cfg.disc_hidden, critic_cfg.disc_lr, critic_cfg.disc_batch_size, seed
+        )
+        judge.warm_up(fake_sampler, steps=500, rng=np.random.default_rng(seed))
+        return judge
+    if not dataset.has_density:  # images on pixels: draw the warm-up from a pool, as above
+        pool = fake_sampler(FeatureJudge.POOL)
+        pool_rng = np.random.default_rng(seed + 1)
+        fake_sampler = lambda n: pool[pool_rng.integers(len(pool), size=n)]  # noqa: E731
     judge = DiscriminatorJudge(
         dataset.samples, critic_cfg.disc_hidden, critic_cfg.disc_lr, critic_cfg.disc_batch_size, seed
     )

@@ -88,8 +88,13 @@ def prior_small_budget(model, assigner, n_samples: int, episodes: int, seed: int
     return covered
 
 
-def figures(rollout: Rollout, real: np.ndarray, n_modes: int, knn_k: int, true_std: float | None) -> dict:
-    """The report's figures for one method's delivered samples."""
+def figures(
+    rollout: Rollout, real: np.ndarray, n_modes: int, knn_k: int, true_std: float | None, assigner=None
+) -> dict:
+    """The report's figures for one method's delivered samples.
+
+    ``assigner`` (images): PRDC in its feature space instead of raw values, plus image_figures.
+    """
     delivered = rollout.accepted
     modes = rollout.modes[delivered]
     samples = rollout.samples[delivered]
@@ -97,12 +102,52 @@ def figures(rollout: Rollout, real: np.ndarray, n_modes: int, knn_k: int, true_s
     out["budget"] = int(len(rollout.modes))  # decoder forward passes spent
     out["delivered"] = int(delivered.sum())
     flat = lambda a: a.reshape(len(a), -1)  # noqa: E731
+    if assigner is not None:  # images: compare in the classifier's (or PCA) feature space
+        flat = assigner.features
+        out.update(image_figures(samples, real, assigner))
     if len(samples) > knn_k:
         out.update(metrics.prdc(flat(real), flat(samples), k_pr=3, k_dc=knn_k))
     hq = modes >= 0
     out["within_mode_spread"] = metrics.within_mode_spread(samples[hq], modes[hq])
     if true_std is not None:
         out["true_std"] = float(true_std)
+    return out
+
+
+def image_figures(samples: np.ndarray, real: np.ndarray, assigner) -> dict:
+    """Frechet distance in the assigner's feature space (``frechet_classifier``: not FID, the features
+    are our classifier's penultimate layer, not Inception's) and the reverse KL of the class histogram
+    of every delivered sample (confident or not)."""
+    out = {"frechet_classifier": float("nan"), "class_kl": float("nan")}
+    if len(samples) >= 2:
+        out["frechet_classifier"] = metrics.frechet_distance(assigner.features(real), assigner.features(samples))
+        out["class_kl"] = metrics.class_histogram_kl(assigner.classes(samples), assigner.n_modes)
+    return out
+
+
+def real_reference(cfg, parts) -> dict:
+    """Held-out real images scored like a method: what the classifier and the metrics make of real data."""
+    test = parts.dataset.test_samples[: cfg.eval.budget]
+    modes = parts.assigner(test)
+    rollout = Rollout(test, modes, np.ones(len(test), bool), np.full(len(test), -1))
+    real = parts.dataset.samples[: cfg.eval.budget]
+    return figures(rollout, real, parts.assigner.n_modes, cfg.eval.knn_k, None, parts.assigner)
+
+
+def image_summary(cfg, parts) -> dict:
+    """What an image report states besides the methods' rows: the assigner, the classifier's held-out
+    accuracy, and the held-out real images' own figures as a reference row."""
+    assigner = parts.assigner
+    classifier = getattr(assigner, "classifier", None)
+    out = {"assigner": assigner.name, "n_modes": assigner.n_modes, "judge": parts.judge.name}
+    if classifier is not None:
+        out.update(
+            classifier_accuracy=classifier.accuracy,
+            classifier_test_images=classifier.n_test,
+            classifier_train_seconds=classifier.train_seconds,
+            confidence=assigner.confidence,
+        )
+    out["real_held_out"] = real_reference(cfg, parts)
     return out
 
 
@@ -127,6 +172,7 @@ def evaluate_methods(cfg, parts, team) -> tuple[dict, dict]:
     small = -(-cfg.eval.small_budget_per_mode * n_modes // per_step) * per_step
     episodes = cfg.eval.small_budget_episodes
     seed = cfg.seed + 1  # evaluation draws differ from training draws
+    image = None if parts.dataset.has_density else parts.assigner  # images: feature-space figures
 
     rollouts, results = {}, {}
     actors = {"team": lambda env: team.actor(), "random": lambda env: RandomActor(env, seed)}
@@ -135,10 +181,10 @@ def evaluate_methods(cfg, parts, team) -> tuple[dict, dict]:
         rollouts[name], _ = steer(env, make_actor(env), cfg.eval.budget, seed)
         small_env = make_env(cfg, parts, episode_budget=small)
         _, covered = steer(small_env, make_actor(small_env), small * episodes, seed)
-        results[name] = figures(rollouts[name], real, n_modes, cfg.eval.knn_k, std)
+        results[name] = figures(rollouts[name], real, n_modes, cfg.eval.knn_k, std, image)
         results[name].update(small_budget_figures(covered, small))
     rollouts["prior"] = prior(parts.model, parts.assigner, cfg.eval.budget, seed)
-    results["prior"] = figures(rollouts["prior"], real, n_modes, cfg.eval.knn_k, std)
+    results["prior"] = figures(rollouts["prior"], real, n_modes, cfg.eval.knn_k, std, image)
     covered = prior_small_budget(parts.model, parts.assigner, small, episodes, seed)
     results["prior"].update(small_budget_figures(covered, small))
     return {k: results[k] for k in ("team", "prior", "random")}, rollouts

@@ -30,19 +30,30 @@ def write_metrics(run_dir: Path, results: dict) -> None:
     (run_dir / "metrics.json").write_text(json.dumps(_clean(results), indent=2) + "\n")
 
 
-def write_report(run_dir: Path, cfg, results: dict, timings: dict, history: list[dict], judge: str) -> None:
+def write_report(
+    run_dir: Path, cfg, results: dict, timings: dict, history: list[dict], judge: str, images: dict | None = None
+) -> None:
+    """``images``: image runs' extra figures (marlgen.evaluate.image_summary) and picture files."""
     any_row = next(iter(results.values()))
+    data = f"{cfg.data.source} (std {cfg.data.std})" if images is None else _image_source(cfg)
+    quality = (
+        f"High quality = within 3 std of a mean; reverse KL = KL(p_gen || uniform) over high-quality samples'"
+        f" modes; true std {cfg.data.std}."
+        if images is None
+        else f"Modes: {images['assigner']}; high quality = the mode assigner places the sample in a mode;"
+        " reverse KL = KL(p_gen || uniform) over those samples' modes; precision, recall, density and"
+        " coverage are computed in the assigner's feature space (see Images below)."
+    )
     lines = [
         f"# {cfg.name}: seed {cfg.seed}",
         "",
         f"Generators: {cfg.env.n_generators} × {cfg.agents.generator.algorithm.upper()}"
         f" ({'shared parameters' if cfg.agents.generator.share_parameters else 'one network each'}),"
         f" critic: {cfg.agents.critic.algorithm.upper()} judged by the **{judge}**."
-        f" Model: {cfg.model.kind.upper()} on {cfg.data.source} (std {cfg.data.std}).",
+        f" Model: {cfg.model.kind.upper()} on {data}.",
         "",
         f"Every method decodes {any_row['budget']} samples; figures are over the samples it delivers"
-        " (the critic's rejects still cost their decode). High quality = within 3 std of a mean;"
-        f" reverse KL = KL(p_gen || uniform) over high-quality samples' modes; true std {cfg.data.std}."
+        f" (the critic's rejects still cost their decode). {quality}"
         f" Small-budget modes: modes covered by {any_row['small_budget']} decoded samples"
         f" ({cfg.eval.small_budget_per_mode} per mode), mean ± 95% CI over"
         f" {any_row['small_budget_episodes']} episodes.",
@@ -52,6 +63,8 @@ def write_report(run_dir: Path, cfg, results: dict, timings: dict, history: list
     ]
     for method, row in results.items():
         lines.append(f"| {method} | " + " | ".join(fmt(row) for _, fmt in COLUMNS) + " |")
+    if images is not None:
+        lines += image_section(cfg, results, images)
     lines += ["", "## Wall time", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {stage} | {sec:.1f} |" for stage, sec in timings.items()]
     if history:
@@ -60,8 +73,64 @@ def write_report(run_dir: Path, cfg, results: dict, timings: dict, history: list
             f"| {h['epoch']} | {h['env_steps']} | {h['episode_modes_covered']:.2f} | {h['seconds']:.0f} |"
             for h in history
         ]
-    lines += ["", "![samples](samples.png)", "", "![learning curve](learning_curve.png)", ""]
+    pictures = ["samples.png"] if images is None else images.get("pictures", [])[:2]
+    lines += [""] + [f"![{Path(p).stem}]({p})\n" for p in pictures] + ["![learning curve](learning_curve.png)", ""]
     (run_dir / "report.md").write_text("\n".join(lines))
+
+
+IMAGE_COLUMNS = [
+    ("modes", lambda r: f"{r['modes_covered']}/{r['modes_total']}"),
+    ("in a mode", lambda r: _pct(r["high_quality_fraction"])),
+    ("precision", lambda r: _num(r.get("precision"))),
+    ("recall", lambda r: _num(r.get("recall"))),
+    ("density", lambda r: _num(r.get("density"))),
+    ("coverage", lambda r: _num(r.get("coverage"))),
+    ("frechet_classifier", lambda r: _num(r.get("frechet_classifier"), 2)),
+    ("class KL", lambda r: _num(r.get("class_kl"))),
+]
+
+
+def _image_source(cfg) -> str:
+    where = f" `{cfg.data.path}`" if cfg.data.source == "npz" else ""
+    return f"{cfg.data.source}{where} images"
+
+
+def image_section(cfg, results: dict, images: dict) -> list[str]:
+    """Image runs: the classifier's trustworthiness, feature-space figures, and a real-data reference row."""
+    lines = ["", "## Images", ""]
+    if "classifier_accuracy" in images:
+        per = " per channel (each channel is one digit; all three must be confident)" if images["n_modes"] == 1000 else ""
+        lines.append(
+            f"Mode classifier: held-out accuracy **{_pct(images['classifier_accuracy'])}** on"
+            f" {images['classifier_test_images']} real test images{per}; a sample is in a mode only when its top"
+            f" softmax probability is above {images['confidence']:g} (modes.confidence)."
+        )
+    lines += [
+        "",
+        "Features: the mode assigner's feature map (the classifier's penultimate layer; k-means: principal"
+        " components). Precision/recall with k=3, density/coverage with k=5 against real training images;"
+        " frechet_classifier = Frechet distance in that feature space (not FID: not Inception features);"
+        " class KL = KL(p || uniform) of the class histogram of every delivered sample, confident or not."
+        " The last row scores held-out real images the same way: the best a method can expect.",
+        "",
+        "| method | " + " | ".join(name for name, _ in IMAGE_COLUMNS) + " |",
+        "|---" * (len(IMAGE_COLUMNS) + 1) + "|",
+    ]
+    rows = {**results, "real (held-out)": images["real_held_out"]}
+    lines += [f"| {m} | " + " | ".join(fmt(r) for _, fmt in IMAGE_COLUMNS) + " |" for m, r in rows.items()]
+    lines += ["", "Pictures: `grids.png` (prior | team, one row per generator, labelled with its commonest classes),"
+              " `mode_shares.png` (each agent's share of every mode), `team_grid.png`, `prior_grid.png`."]  # fmt: skip
+    return lines
+
+
+def image_summary_line(results: dict, images: dict) -> str:
+    acc = images.get("classifier_accuracy")
+    head = f"classifier held-out accuracy {100 * acc:.1f}%; " if acc is not None else ""
+    body = "; ".join(
+        f"{m} frechet_classifier {r.get('frechet_classifier', float('nan')):.2f}, class KL {r.get('class_kl', float('nan')):.3f}"
+        for m, r in results.items()
+    )
+    return head + body
 
 
 def plot_samples(path: Path, rollouts: dict, means: np.ndarray | None, n_generators: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -24,6 +25,8 @@ PACKAGES = ("marlgen", "torch", "torchvision", "tianshou", "pettingzoo", "gymnas
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.no_progress:
+        os.environ["TQDM_DISABLE"] = "1"  # also silences Tianshou's inner update bars
     try:
         cfg = load_scenario(args.scenario, args.overrides)
     except ConfigError as err:
@@ -50,7 +53,7 @@ def run(cfg, run_dir: Path, progress: bool = True) -> dict:
     """The story of a run; each stage is one call and is timed."""
     from marlgen import report
     from marlgen.build import build_parts
-    from marlgen.evaluate import evaluate_methods
+    from marlgen.evaluate import evaluate_methods, image_summary
     from marlgen.train import train
 
     timings: dict[str, float] = {}
@@ -60,15 +63,23 @@ def run(cfg, run_dir: Path, progress: bool = True) -> dict:
         trained = train(cfg, parts, run_dir, progress=progress)
     with stage("evaluate", timings):
         results, rollouts = evaluate_methods(cfg, parts, trained.team)
+        images = None if parts.dataset.has_density else image_summary(cfg, parts)  # image data only
     with stage("report", timings):
-        report.write_metrics(run_dir, results)
-        report.plot_samples(run_dir / "samples.png", rollouts, parts.dataset.means, cfg.env.n_generators)
+        report.write_metrics(run_dir, results if images is None else {**results, "images": images})
+        if images is None:  # 2-D toy data: a scatter plot
+            report.plot_samples(run_dir / "samples.png", rollouts, parts.dataset.means, cfg.env.n_generators)
+        else:  # images: grids per agent beside the prior's, and each agent's share of every mode
+            from marlgen.pictures import write_pictures
+
+            images["pictures"] = write_pictures(run_dir, rollouts, parts, cfg.env.n_generators)
         report.plot_learning_curve(run_dir / "learning_curve.png", trained.history, results, parts.assigner.n_modes)
     timings["total"] = sum(timings.values())
-    report.write_report(run_dir, cfg, results, timings, trained.history, parts.judge.name)
+    report.write_report(run_dir, cfg, results, timings, trained.history, parts.judge.name, images)
     (run_dir / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     set_status(run_dir, "complete", "")
     print_summary(results, timings)
+    if images is not None:
+        print(report.image_summary_line(results, images))
     return results
 
 
@@ -127,7 +138,7 @@ def parse_args(argv):
     parser.add_argument("scenario", help="scenario YAML, e.g. scenarios/gmm_ring8.yaml")
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 if __name__ == "__main__":

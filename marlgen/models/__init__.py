@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from marlgen.models.conv import ConvGAN, ConvVAE
 from marlgen.models.mlp import LatentModel, MLPGAN, MLPVAE
 
 ModelBuilder = Callable[[Any, tuple[int, ...]], nn.Module]  # (ModelConfig, data_shape) -> model
@@ -20,6 +21,8 @@ ModelBuilder = Callable[[Any, tuple[int, ...]], nn.Module]  # (ModelConfig, data
 MODELS: dict[str, ModelBuilder] = {
     "gan": MLPGAN.from_config,
     "vae": MLPVAE.from_config,
+    "conv_gan": ConvGAN.from_config,  # images (C, H, W); see marlgen.models.conv
+    "conv_vae": ConvVAE.from_config,
 }
 
-__all__ = ["MODELS", "LatentModel", "MLPGAN", "MLPVAE", "ModelBuilder"]
+__all__ = ["MODELS", "ConvGAN", "ConvVAE", "LatentModel", "MLPGAN", "MLPVAE", "ModelBuilder"]
