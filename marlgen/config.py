@@ -76,7 +76,7 @@ class ModesConfig:
 
 @dataclass
 class ModelConfig:
-    kind: str = "vae"  # registry name in marlgen.models.MODELS: gan | vae
+    kind: str = "vae"  # registry name in marlgen.models.MODELS (gan, vae, conv_gan, conv_vae, ...)
     latent_dim: int = 2  # 2-D latents make the anchors' regions easy to picture
     hidden: int = 128
     depth: int = 3  # hidden layers per network
@@ -116,7 +116,7 @@ class EnvConfig:
     n_anchors: int = 64
     anchor_range: float = 2.5  # continuous centres live in [-range, range]^latent_dim
     samples_per_agent: int = 1  # latents drawn around each agent's choice per step (m)
-    latent_spread: float = 0.02  # std of those latents around the choice
+    latent_spread: float = 0.05  # std of those latents around the choice: diversity inside a mode
     episode_budget: int = 16  # decoded samples per episode; a multiple of n_generators * m
     critic: CriticConfig = field(default_factory=CriticConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
@@ -124,6 +124,8 @@ class EnvConfig:
 
 @dataclass
 class AgentConfig:
+    # Update-schedule keys (update_repeats, buffer_size, updates_per_step) are read from
+    # agents.generator for the whole team: one trainer drives every role.
     algorithm: str = "ppo"  # registry name in agents.BUILDERS (ppo | dqn) or a dotted path
     hidden: list[int] = field(default_factory=lambda: [128, 128])
     lr: float = 1e-3
@@ -136,7 +138,7 @@ class AgentConfig:
     gae_lambda: float = 0.95
     update_repeats: int = 8  # passes over each collected rollout
     # DQN
-    eps_train: float = 0.3  # epsilon-greedy, linearly decayed to eps_train_final over training
+    eps_train: float = 0.3  # epsilon-greedy, decayed linearly to eps_train_final over the first half
     eps_train_final: float = 0.02
     eps_test: float = 0.0
     buffer_size: int = 50000
@@ -202,7 +204,7 @@ POSITIVE = (
     "model.latent_dim model.hidden model.depth model.train_steps model.batch_size model.lr "
     "env.n_generators env.n_anchors env.samples_per_agent env.episode_budget env.anchor_range "
     "agents.generator.lr agents.critic.lr train.epochs train.steps_per_epoch "
-    "train.steps_per_collect train.batch_size train.n_envs train.torch_threads eval.budget eval.small_budget_per_mode "
+    "train.steps_per_collect train.batch_size train.n_envs train.torch_threads train.checkpoint_every eval.budget eval.small_budget_per_mode "
     "eval.small_budget_episodes eval.knn_k "
     "data.n_test modes.n_clusters modes.pca_dim modes.classifier.width modes.classifier.features "
     "modes.classifier.train_steps modes.classifier.batch_size modes.classifier.lr"
@@ -310,7 +312,10 @@ def _validate_registries(cfg: DictConfig, where: str) -> None:
                 f"{where}: agents.{role}.algorithm={algo!r} is unknown{_suggest(algo, BUILDERS)}"
                 " (or give a dotted path 'package.module:build')"
             )
-        kinds.append(is_on_policy(algo))
+        try:
+            kinds.append(is_on_policy(algo))
+        except (ImportError, ValueError, AttributeError) as err:
+            raise ConfigError(f"{where}: agents.{role}.algorithm={algo!r} cannot be loaded: {err}") from None
     if kinds[0] != kinds[1]:
         raise ConfigError(
             f"{where}: agents.generator.algorithm={cfg.agents.generator.algorithm!r} and "
@@ -374,11 +379,13 @@ def _merge(cfg: DictConfig, body: Any, where: Any, item: str | None = None) -> D
 
 
 def _explain(err: OmegaConfBaseException, where: Any, item: str | None) -> str:
-    key = getattr(err, "full_key", None) or item or "?"
+    key = getattr(err, "full_key", None) or (item.split("=", 1)[0] if item else "?")
     value = getattr(err, "value", None)
     text = str(err).splitlines()[0]
     parent, _, leaf = key.rpartition(".")
     node = _schema_node(parent)
+    if _schema_node(key) is not None:
+        return f"{where}: '{key}' is a section, not a value: set its keys, e.g. '{key}.<key>=...'"
     if "Key" in type(err).__name__ and node is not None:
         valid = [f.name for f in fields(node)]
         return f"{where}: unknown key '{key}'{_suggest(leaf, valid)} (valid keys here: {', '.join(valid)})"

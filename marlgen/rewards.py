@@ -10,8 +10,9 @@ each generator is the ``credit`` key:
 
 - ``shared``: every generator receives the whole team gain G(h + sum_j c_j) - G(h).
 - ``difference``: generator i receives G(h + sum_j c_j) - G(h + sum_{j != i} c_j), what the team
-  would lose without its samples (Wolpert & Tumer's difference reward). It sums to no more than the
-  team gain and makes two agents landing on one mode worth nothing to either: the signal that lets
+  would lose without its samples (Wolpert & Tumer's difference reward). It makes two agents
+  landing on one mode worth nothing to either (their sum need not equal the team gain, since the
+  entropy term is not additive over agents): the signal that lets
   simultaneous movers split the modes (DESIGN.md, "Traps": with the shared reward they all drift
   to the same choice).
 - ``individual``: generator i receives G(own_i + c_i) - G(own_i) on its own history only: no
