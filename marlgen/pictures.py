@@ -76,7 +76,7 @@ def row_label(i: int, modes: np.ndarray, names: list[str]) -> str:
 
 
 def plot_grids(path: Path, prior_grid: torch.Tensor, team_grid: torch.Tensor, labels: list[str]) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(14, 0.55 * len(labels) + 1.6), gridspec_kw={"wspace": 0.45})
+    fig, axes = plt.subplots(1, 2, figsize=(14, 0.55 * len(labels) + 1.6), gridspec_kw={"wspace": 0.05})
     for ax, g, title in ((axes[0], prior_grid, "plain model, prior samples"),
                          (axes[1], team_grid, "trained team: one row per generator")):  # fmt: skip
         ax.imshow(g.permute(1, 2, 0).numpy(), interpolation="nearest")
@@ -85,6 +85,7 @@ def plot_grids(path: Path, prior_grid: torch.Tensor, team_grid: torch.Tensor, la
         rows = len(labels)
         ax.set_yticks((np.arange(rows) + 0.5) * g.shape[1] / rows)
         ax.set_yticklabels(labels if ax is axes[1] else [f"{r + 1}" for r in range(rows)], fontsize=8)
+    axes[1].yaxis.tick_right()  # the agents' labels go right of their rows, clear of the prior's grid
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 

@@ -6,6 +6,7 @@ small-budget evaluation and a checkpoint).
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import os
@@ -133,15 +134,16 @@ def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
         params = OnPolicyTrainerParams(
             update_step_num_repetitions=cfg.agents.generator.update_repeats, **common
         )
-        trainer = OnPolicyTrainer(algorithm, params)
+        trainer = quiet(OnPolicyTrainer)(algorithm, params)
     else:
         params = OffPolicyTrainerParams(
             update_step_num_gradient_steps_per_sample=cfg.agents.generator.updates_per_step, **common
         )
-        trainer = OffPolicyTrainer(algorithm, params)
+        trainer = quiet(OffPolicyTrainer)(algorithm, params)
 
     result = TrainResult(team)
     eval_env = make_env(cfg, parts)
+    best_score, best_state = -1.0, None
     start = time.perf_counter()
     trainer.reset(reset_collectors=False)
     for epoch in range(1, cfg.train.epochs + 1):
@@ -159,12 +161,39 @@ def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
             f"epoch {epoch}/{cfg.train.epochs}: {row['env_steps']} agent steps, "
             f"{row['episode_modes_covered']:.2f}/{eval_env.n_modes} modes per episode, {row['seconds']:.0f} s"
         )
+        if row["episode_modes_covered"] > best_score:  # ties keep the earlier, less-trained policy
+            best_score, best_state = row["episode_modes_covered"], role_states(algorithm, lockstep.roles)
+            row["best"] = True
         if epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs:
             save_checkpoint(run_dir / "checkpoints" / "policy.pt", algorithm, lockstep.roles, epoch, row["env_steps"])
     result.seconds = time.perf_counter() - start
+    # Evaluate the epoch that covered most on held-out episodes (Tianshou's save_best idea): PPO's
+    # last update can undo a good policy, and the final figures should not hinge on that.
+    for role, state in best_state.items():
+        algorithm.get_algorithm(role).load_state_dict(state)
+    save_checkpoint(run_dir / "checkpoints" / "best.pt", algorithm, lockstep.roles, 0, 0)
+    log(f"evaluating the best epoch's policy ({best_score:.2f}/{eval_env.n_modes} modes per episode)")
     writer.close()
     lockstep.close()
     return result
+
+
+def role_states(algorithm, roles: list[str]) -> dict:
+    return {role: copy.deepcopy(algorithm.get_algorithm(role).state_dict()) for role in roles}
+
+
+def quiet(trainer_cls):
+    """Tianshou's off-policy update bar ignores show_progress=False; this trainer honours it."""
+
+    class QuietTrainer(trainer_cls):
+        @property
+        def _pbar(self):
+            bar = super()._pbar
+            if self.params.show_progress:
+                return bar
+            return lambda *args, **kwargs: bar(*args, **{**kwargs, "disable": True})
+
+    return QuietTrainer
 
 
 def save_checkpoint(path: Path, algorithm, roles: list[str], epoch: int, env_steps: int) -> None:
@@ -175,8 +204,7 @@ def save_checkpoint(path: Path, algorithm, roles: list[str], epoch: int, env_ste
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    roles_state = {role: algorithm.get_algorithm(role).state_dict() for role in roles}
-    torch.save({"roles": roles_state, "epoch": epoch, "env_steps": env_steps}, tmp)
+    torch.save({"roles": role_states(algorithm, roles), "epoch": epoch, "env_steps": env_steps}, tmp)
     os.replace(tmp, path)
 
 
