@@ -33,7 +33,9 @@ def build_parts(cfg, progress: bool = True) -> Parts:
         with torch.inference_mode():
             return model.sample_prior(n, generator=generator).numpy()
 
-    judge = make_judge(cfg.env.critic, dataset, prior_samples, cfg.seed, features=getattr(assigner, "features", None))
+    judge = make_judge(
+        cfg.env.critic, dataset, prior_samples, cfg.seed, features=getattr(assigner, "features", None)
+    )
     return Parts(dataset, model, assigner, judge)
 
 

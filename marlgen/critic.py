@@ -63,7 +63,9 @@ class DiscriminatorJudge:
         self.loss(logits, labels).backward()
         self.optim.step()
 
-    def warm_up(self, fake_sampler: Callable[[int], np.ndarray], steps: int, rng: np.random.Generator) -> None:
+    def warm_up(
+        self, fake_sampler: Callable[[int], np.ndarray], steps: int, rng: np.random.Generator
+    ) -> None:
         """Start from a judge that already tells real from the plain model's samples."""
         for _ in range(steps):
             self.update(fake_sampler(self.batch_size), rng)
@@ -91,7 +93,9 @@ class FeatureJudge:
     def update(self, fake: np.ndarray, rng: np.random.Generator) -> None:
         self.inner.update(self.features(fake), rng)
 
-    def warm_up(self, fake_sampler: Callable[[int], np.ndarray], steps: int, rng: np.random.Generator) -> None:
+    def warm_up(
+        self, fake_sampler: Callable[[int], np.ndarray], steps: int, rng: np.random.Generator
+    ) -> None:
         """Against a pool of the plain model's samples, featurised once (decoding images is the cost)."""
         pool = self.features(fake_sampler(self.POOL))  # (POOL, F)
         self.inner.warm_up(lambda n: pool[rng.integers(len(pool), size=n)], steps, rng)
@@ -117,7 +121,12 @@ def make_judge(critic_cfg, dataset, fake_sampler: Callable[[int], np.ndarray], s
                 "(modes.assigner=classifier or kmeans); use env.critic.disc_input=pixels"
             )
         judge = FeatureJudge(
-            features, dataset.samples, critic_cfg.disc_hidden, critic_cfg.disc_lr, critic_cfg.disc_batch_size, seed
+            features,
+            dataset.samples,
+            critic_cfg.disc_hidden,
+            critic_cfg.disc_lr,
+            critic_cfg.disc_batch_size,
+            seed,
         )
         judge.warm_up(fake_sampler, steps=500, rng=np.random.default_rng(seed))
         return judge

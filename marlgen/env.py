@@ -75,10 +75,14 @@ class CoverageEnv(ParallelEnv):
         self.agents: list[str] = []
         self.render_mode = None
         gen_dim = 2 * self.n_modes + self.n_gen + 2
-        self._obs_spaces = {a: spaces.Box(0.0, float(max(self.n_modes, 1)), (gen_dim,)) for a in self.generators}
+        self._obs_spaces = {
+            a: spaces.Box(0.0, float(max(self.n_modes, 1)), (gen_dim,)) for a in self.generators
+        }
         self._obs_spaces["critic"] = spaces.Box(0.0, 1.0, (SCORE_BINS + 2,))
         r = env_cfg.anchor_range
-        gen_act = spaces.Discrete(len(self.anchors)) if self.discrete else spaces.Box(-r, r, (self.latent_dim,))
+        gen_act = (
+            spaces.Discrete(len(self.anchors)) if self.discrete else spaces.Box(-r, r, (self.latent_dim,))
+        )
         self._act_spaces = {a: gen_act for a in self.generators}
         self._act_spaces["critic"] = (
             spaces.Discrete(len(self.bars)) if self.discrete else spaces.Box(0.0, 1.0, (1,))
@@ -86,11 +90,11 @@ class CoverageEnv(ParallelEnv):
         self.np_random, _ = seeding.np_random(None)
         self.last: StepRecord | None = None
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019  (PettingZoo wants the same object each call)
+    @functools.cache  # noqa: B019  (PettingZoo wants the same object each call)
     def observation_space(self, agent):
         return self._obs_spaces[agent]
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019
+    @functools.cache  # noqa: B019
     def action_space(self, agent):
         return self._act_spaces[agent]
 
@@ -138,7 +142,7 @@ class CoverageEnv(ParallelEnv):
         self.t += 1
 
         done = self.t >= self.n_steps
-        rewards = {a: float(r) for a, r in zip(self.generators, gen_rewards)}
+        rewards = {a: float(r) for a, r in zip(self.generators, gen_rewards, strict=True)}
         rewards["critic"] = crit_reward
         observations = self._observations()
         terminations = {a: done for a in self.agents}
@@ -173,7 +177,7 @@ class CoverageEnv(ParallelEnv):
              np.full((self.n_gen, 1), time_left), self.own_accepted[:, None]],
             axis=1,
         ).astype(np.float32)  # fmt: skip
-        obs = dict(zip(self.generators, gen))
+        obs = dict(zip(self.generators, gen, strict=True))
         obs["critic"] = np.concatenate([self.score_hist, [self.step_accepted, time_left]]).astype(np.float32)
         return obs
 

@@ -37,7 +37,9 @@ class TeamActor:
         padded = np.zeros((len(self.agents), self.obs_width), dtype=np.float32)
         for i, a in enumerate(self.agents):
             padded[i, : len(obs[a])] = obs[a]
-        rows = np.array([{"agent_id": r, "obs": o} for r, o in zip(self.roles, padded)], dtype=object)
+        rows = np.array(
+            [{"agent_id": r, "obs": o} for r, o in zip(self.roles, padded, strict=True)], dtype=object
+        )
         self.policy.eval()
         act = self.policy.map_action(self.policy(Batch(obs=rows, info={})).act)
         return {a: act[i] for i, a in enumerate(self.agents)}
@@ -120,7 +122,9 @@ def image_figures(samples: np.ndarray, real: np.ndarray, assigner) -> dict:
     of every delivered sample (confident or not)."""
     out = {"frechet_classifier": float("nan"), "class_kl": float("nan")}
     if len(samples) >= 2:
-        out["frechet_classifier"] = metrics.frechet_distance(assigner.features(real), assigner.features(samples))
+        out["frechet_classifier"] = metrics.frechet_distance(
+            assigner.features(real), assigner.features(samples)
+        )
         out["class_kl"] = metrics.class_histogram_kl(assigner.classes(samples), assigner.n_modes)
     return out
 

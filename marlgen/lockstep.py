@@ -131,7 +131,7 @@ class LockstepVectorEnv:
     def _slot_obs(self, obs: np.ndarray, teams: np.ndarray) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float32).reshape(-1, self.obs_width)
         roles = self.slot_roles[(teams[:, None] * self.n_agents + np.arange(self.n_agents)).reshape(-1)]
-        return np.array([{"agent_id": r, "obs": o} for r, o in zip(roles, obs)], dtype=object)
+        return np.array([{"agent_id": r, "obs": o} for r, o in zip(roles, obs, strict=True)], dtype=object)
 
 
 def role_of(agent: str, share_generators: bool) -> str:

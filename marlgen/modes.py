@@ -92,12 +92,20 @@ class KMeansModes:
         return np.where(dist.min(1) <= self.radius, dist.argmin(1), -1).astype(np.int64)
 
 
-def make_assigner(dataset, modes_cfg=None, seed: int = 0, cache_dir: str = ".marlgen_cache", progress: bool = False):
+def make_assigner(
+    dataset, modes_cfg=None, seed: int = 0, cache_dir: str = ".marlgen_cache", progress: bool = False
+):
     """The assigner ``modes.assigner`` names; ``auto``: mixture for toy data, the classifier for labelled
     images, k-means cells otherwise."""
     kind = modes_cfg.assigner if modes_cfg is not None else "auto"
     if kind == "auto":
-        kind = "mixture" if dataset.has_density else "classifier" if getattr(dataset, "labelled", False) else "kmeans"
+        kind = (
+            "mixture"
+            if dataset.has_density
+            else "classifier"
+            if getattr(dataset, "labelled", False)
+            else "kmeans"
+        )
     if kind == "mixture":
         if not dataset.has_density:
             raise ValueError(
@@ -108,7 +116,9 @@ def make_assigner(dataset, modes_cfg=None, seed: int = 0, cache_dir: str = ".mar
     if modes_cfg is None:
         raise ValueError(f"no mode assigner for data source {dataset.name!r} without a modes config")
     if kind == "kmeans":
-        return KMeansModes(dataset.samples, modes_cfg.n_clusters, modes_cfg.pca_dim, modes_cfg.kmeans_quantile, seed)
+        return KMeansModes(
+            dataset.samples, modes_cfg.n_clusters, modes_cfg.pca_dim, modes_cfg.kmeans_quantile, seed
+        )
     return classifier_modes(dataset, modes_cfg, seed, cache_dir, progress)
 
 

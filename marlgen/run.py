@@ -72,7 +72,9 @@ def run(cfg, run_dir: Path, progress: bool = True) -> dict:
             from marlgen.pictures import write_pictures
 
             images["pictures"] = write_pictures(run_dir, rollouts, parts, cfg.env.n_generators)
-        report.plot_learning_curve(run_dir / "learning_curve.png", trained.history, results, parts.assigner.n_modes)
+        report.plot_learning_curve(
+            run_dir / "learning_curve.png", trained.history, results, parts.assigner.n_modes
+        )
     timings["total"] = sum(timings.values())
     report.write_report(run_dir, cfg, results, timings, trained.history, parts.judge.name, images)
     (run_dir / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")

@@ -76,12 +76,16 @@ def build_team(cfg, env, lockstep: LockstepVectorEnv, total_steps: int, device: 
     for role in lockstep.roles:
         obs_space, act_space = role_spaces(env, role, lockstep.obs_width, lockstep.act_width)
         algorithms.append(agents.build(agent_config(cfg, role), obs_space, act_space, total_steps, device))
-    multi = MultiAgentOnPolicyAlgorithm if agents.is_on_policy(cfg.agents.generator.algorithm) else (
-        MultiAgentOffPolicyAlgorithm
+    multi = (
+        MultiAgentOnPolicyAlgorithm
+        if agents.is_on_policy(cfg.agents.generator.algorithm)
+        else (MultiAgentOffPolicyAlgorithm)
     )
     algorithm = multi(algorithms=algorithms, env=lockstep.marl_view())
     use_lockstep_policy(algorithm)
-    return Team(algorithm, list(env.possible_agents), cfg.agents.generator.share_parameters, lockstep.obs_width)
+    return Team(
+        algorithm, list(env.possible_agents), cfg.agents.generator.share_parameters, lockstep.obs_width
+    )
 
 
 def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) -> TrainResult:
@@ -165,7 +169,9 @@ def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
             best_score, best_state = row["episode_modes_covered"], role_states(algorithm, lockstep.roles)
             row["best"] = True
         if epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs:
-            save_checkpoint(run_dir / "checkpoints" / "policy.pt", algorithm, lockstep.roles, epoch, row["env_steps"])
+            save_checkpoint(
+                run_dir / "checkpoints" / "policy.pt", algorithm, lockstep.roles, epoch, row["env_steps"]
+            )
     result.seconds = time.perf_counter() - start
     # Evaluate the epoch that covered most on held-out episodes (Tianshou's save_best idea): PPO's
     # last update can undo a good policy, and the final figures should not hinge on that.

@@ -71,10 +71,18 @@ def test_missing_file(tmp_path):
 def test_cli_exits_non_zero_before_any_work(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "marlgen.run", str(ROOT / "scenarios/gmm_ring8.yaml"),
-         "env.n_generators=0", f"out_dir={out}"],
-        capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "marlgen.run",
+            str(ROOT / "scenarios/gmm_ring8.yaml"),
+            "env.n_generators=0",
+            f"out_dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 2
     assert "env.n_generators=0" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()

@@ -32,7 +32,9 @@ def test_trained_team_covers_ring8_far_better_than_random(tmp_path, cache_dir):
     _, team = steer(make_env(cfg, parts), result.team.actor(), budget, seed=123)
     env = make_env(cfg, parts)
     _, random = steer(env, RandomActor(env, seed=123), budget, seed=123)
-    print(f"modes per 16-sample episode: team {np.mean(team):.2f}, random {np.mean(random):.2f}, "
-          f"optimum {OPTIMUM}")  # fmt: skip
+    print(
+        f"modes per 16-sample episode: team {np.mean(team):.2f}, random {np.mean(random):.2f}, "
+        f"optimum {OPTIMUM}"
+    )
     assert np.mean(team) >= 7.5
     assert np.mean(team) - np.mean(random) >= 1.5

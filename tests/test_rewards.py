@@ -30,7 +30,9 @@ def test_per_agent_counts_ignores_rejected():
 def test_difference_reward_gives_nothing_for_a_duplicate():
     # Two agents land on the same new mode, a third on another new mode (M = 4, empty history).
     counts = per_agent_counts(np.array([[0], [0], [1]]), 4)
-    r = generator_rewards(np.zeros(4), np.zeros((3, 4)), counts, np.ones(3), reward_cfg(entropy=0.0, quality=0.0))
+    r = generator_rewards(
+        np.zeros(4), np.zeros((3, 4)), counts, np.ones(3), reward_cfg(entropy=0.0, quality=0.0)
+    )
     assert r.tolist() == pytest.approx([0.0, 0.0, 0.25])
 
 

@@ -22,8 +22,16 @@ SHORT = [
 @pytest.mark.parametrize("agent", ["ppo", "dqn"])
 def test_short_run_writes_a_complete_run_directory(tmp_path, cache_dir, agent, capsys):
     out = tmp_path / "run"
-    code = main([str(ROOT / "scenarios/gmm_ring8.yaml"),
-                 f"agent={agent}", f"out_dir={out}", f"cache_dir={cache_dir}", *SHORT, "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            str(ROOT / "scenarios/gmm_ring8.yaml"),
+            f"agent={agent}",
+            f"out_dir={out}",
+            f"cache_dir={cache_dir}",
+            *SHORT,
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert json.loads((out / "status.json").read_text())["state"] == "complete"
     metrics = json.loads((out / "metrics.json").read_text())
@@ -46,8 +54,16 @@ def test_short_run_writes_a_complete_run_directory(tmp_path, cache_dir, agent, c
 
 def test_continuous_actions_run(tmp_path, cache_dir):
     out = tmp_path / "run"
-    code = main([str(ROOT / "scenarios/gmm_ring8.yaml"), "env.action=continuous", f"out_dir={out}",
-                 f"cache_dir={cache_dir}", *SHORT, "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            str(ROOT / "scenarios/gmm_ring8.yaml"),
+            "env.action=continuous",
+            f"out_dir={out}",
+            f"cache_dir={cache_dir}",
+            *SHORT,
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert json.loads((out / "metrics.json").read_text())["team"]["budget"] == 400
 
@@ -60,8 +76,15 @@ def test_failed_run_is_marked_failed(tmp_path, cache_dir, monkeypatch, capsys):
 
     monkeypatch.setattr(marlgen.train, "train", boom)
     out = tmp_path / "run"
-    code = main([str(ROOT / "scenarios/gmm_ring8.yaml"), f"out_dir={out}", f"cache_dir={cache_dir}", *SHORT,
-                 "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            str(ROOT / "scenarios/gmm_ring8.yaml"),
+            f"out_dir={out}",
+            f"cache_dir={cache_dir}",
+            *SHORT,
+            "--no-progress",
+        ]
+    )
     assert code == 1
     status = json.loads((out / "status.json").read_text())
     assert status["state"] == "failed" and "simulated crash" in status["message"]
