@@ -58,8 +58,8 @@ class RandomActor:
 
 
 def steer(env, actor, budget: int, seed: int) -> tuple[Rollout, list[int]]:
-    """Episodes until `budget` samples are decoded; also each complete episode's modes covered."""
-    records, decoded, episode, covered = [], 0, 0, []
+    """Episodes until `budget` samples are decoded; also each complete episode's team histogram."""
+    records, decoded, episode, histograms = [], 0, 0, []
     while decoded < budget:
         obs, _ = env.reset(seed=seed + episode)
         while env.agents and decoded < budget:
@@ -67,10 +67,14 @@ def steer(env, actor, budget: int, seed: int) -> tuple[Rollout, list[int]]:
             records.append(env.last)
             decoded += len(env.last.modes)
         if not env.agents:
-            covered.append(int((env.team_hist > 0).sum()))
+            histograms.append(env.team_hist.copy())
         episode += 1
     cat = lambda field: np.concatenate([getattr(r, field) for r in records])[:budget]  # noqa: E731
-    return Rollout(cat("samples"), cat("modes"), cat("accepted"), cat("agent")), covered
+    return Rollout(cat("samples"), cat("modes"), cat("accepted"), cat("agent")), histograms
+
+
+def modes_covered(histograms: list[np.ndarray]) -> list[int]:
+    return [int((h > 0).sum()) for h in histograms]
 
 
 def prior(model, assigner, budget: int, seed: int) -> Rollout:
@@ -184,7 +188,8 @@ def evaluate_methods(cfg, parts, team) -> tuple[dict, dict]:
         env = make_env(cfg, parts)
         rollouts[name], _ = steer(env, make_actor(env), cfg.eval.budget, seed)
         small_env = make_env(cfg, parts, episode_budget=small)
-        _, covered = steer(small_env, make_actor(small_env), small * episodes, seed)
+        _, histograms = steer(small_env, make_actor(small_env), small * episodes, seed)
+        covered = modes_covered(histograms)
         results[name] = figures(rollouts[name], real, n_modes, cfg.eval.knn_k, std, image)
         results[name].update(small_budget_figures(covered, small))
     rollouts["prior"] = prior(parts.model, parts.assigner, cfg.eval.budget, seed)

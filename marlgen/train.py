@@ -27,8 +27,9 @@ from torch.utils.tensorboard import SummaryWriter
 
 import agents
 from marlgen.build import Parts, make_env
-from marlgen.evaluate import TeamActor, steer
+from marlgen.evaluate import TeamActor, modes_covered, steer
 from marlgen.lockstep import LockstepVectorEnv, TeamEnv, use_lockstep_policy
+from marlgen.rewards import objective
 
 VECTOR_ENVS = {"dummy": DummyVectorEnv, "subproc": SubprocVectorEnv}
 
@@ -147,17 +148,20 @@ def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
 
     result = TrainResult(team)
     eval_env = make_env(cfg, parts)
-    best_score, best_state = -1.0, None
+    best_score, best_state = -np.inf, None
+    weights = {"coverage": cfg.env.reward.coverage, "entropy": cfg.env.reward.entropy}
     start = time.perf_counter()
     trainer.reset(reset_collectors=False)
     for epoch in range(1, cfg.train.epochs + 1):
         trainer.execute_epoch()
-        _, covered = steer(eval_env, team.actor(), budget=cfg.env.episode_budget * 20, seed=10_000 + epoch)
+        _, histograms = steer(eval_env, team.actor(), cfg.env.episode_budget * 20, seed=10_000 + epoch)
         row = {
             "epoch": epoch,
             "env_steps": int(trainer._env_step),  # agent steps (transitions) collected so far
             "seconds": round(time.perf_counter() - start, 2),
-            "episode_modes_covered": float(np.mean(covered)),
+            "episode_modes_covered": float(np.mean(modes_covered(histograms))),
+            # The team objective (coverage + evenness) per episode: what selects the best epoch.
+            "episode_objective": float(np.mean([objective(h, **weights) for h in histograms])),
         }
         result.history.append(row)
         writer.add_scalar("eval/episode_modes_covered", row["episode_modes_covered"], row["env_steps"])
@@ -165,20 +169,21 @@ def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
             f"epoch {epoch}/{cfg.train.epochs}: {row['env_steps']} agent steps, "
             f"{row['episode_modes_covered']:.2f}/{eval_env.n_modes} modes per episode, {row['seconds']:.0f} s"
         )
-        if row["episode_modes_covered"] > best_score:  # ties keep the earlier, less-trained policy
-            best_score, best_state = row["episode_modes_covered"], role_states(algorithm, lockstep.roles)
+        if row["episode_objective"] > best_score:
+            best_score, best_state = row["episode_objective"], role_states(algorithm, lockstep.roles)
             row["best"] = True
         if epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs:
             save_checkpoint(
                 run_dir / "checkpoints" / "policy.pt", algorithm, lockstep.roles, epoch, row["env_steps"]
             )
     result.seconds = time.perf_counter() - start
-    # Evaluate the epoch that covered most on held-out episodes (Tianshou's save_best idea): PPO's
-    # last update can undo a good policy, and the final figures should not hinge on that.
+    # Evaluate the epoch with the best team objective on held-out episodes (Tianshou's save_best
+    # idea): PPO's last update can undo a good policy, and the final figures should not hinge on it.
     for role, state in best_state.items():
         algorithm.get_algorithm(role).load_state_dict(state)
     save_checkpoint(run_dir / "checkpoints" / "best.pt", algorithm, lockstep.roles, 0, 0)
-    log(f"evaluating the best epoch's policy ({best_score:.2f}/{eval_env.n_modes} modes per episode)")
+    best = max(result.history, key=lambda row: row["episode_objective"])
+    log(f"evaluating epoch {best['epoch']}'s policy, the best on held-out episodes")
     writer.close()
     lockstep.close()
     return result

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from marlgen.build import build_parts, make_env
-from marlgen.evaluate import RandomActor, steer
+from marlgen.evaluate import RandomActor, modes_covered, steer
 from marlgen.train import train
 from tests.conftest import ROOT, quick_config
 
@@ -29,9 +29,9 @@ def test_trained_team_covers_ring8_far_better_than_random(tmp_path, cache_dir):
     result = train(cfg, parts, tmp_path, progress=False, log=lambda *_: None)
 
     budget = cfg.env.episode_budget * 40
-    _, team = steer(make_env(cfg, parts), result.team.actor(), budget, seed=123)
+    team = modes_covered(steer(make_env(cfg, parts), result.team.actor(), budget, seed=123)[1])
     env = make_env(cfg, parts)
-    _, random = steer(env, RandomActor(env, seed=123), budget, seed=123)
+    random = modes_covered(steer(env, RandomActor(env, seed=123), budget, seed=123)[1])
     print(
         f"modes per 16-sample episode: team {np.mean(team):.2f}, random {np.mean(random):.2f}, "
         f"optimum {OPTIMUM}"
