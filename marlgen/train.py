@@ -92,6 +92,10 @@ def build_team(cfg, env, lockstep: LockstepVectorEnv, total_steps: int, device: 
 def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) -> TrainResult:
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.train.torch_threads)
+    # Tianshou samples actions (torch), epsilon draws and replay minibatches (numpy) from the global
+    # generators: seed both so a seed fixes the run.
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
     learn_judge = cfg.env.critic.judge == "discriminator"
     env_fn = functools.partial(make_env, cfg, parts, learn_judge)
     probe = TeamEnv(env_fn)

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 import yaml
 
 from marlgen.run import main
@@ -90,3 +91,19 @@ def test_failed_run_is_marked_failed(tmp_path, cache_dir, monkeypatch, capsys):
     assert status["state"] == "failed" and "simulated crash" in status["message"]
     assert not (out / "metrics.json").exists() and not (out / "report.md").exists()
     assert "simulated crash" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("agent", ["ppo", "dqn"])
+def test_same_seed_same_metrics(tmp_path, cache_dir, agent):
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        args = [str(ROOT / "scenarios/gmm_ring8.yaml"), f"agent={agent}", f"out_dir={out}"]
+        assert main([*args, f"cache_dir={cache_dir}", *SHORT, "--no-progress"]) == 0
+        weights = torch.load(out / "checkpoints" / "policy.pt")["roles"]
+        runs.append((json.loads((out / "metrics.json").read_text()), weights))
+    assert runs[0][0] == runs[1][0]
+    for role, state in runs[0][1].items():  # trained weights too: metrics alone can hide drift
+        for key, tensor in state.items():
+            if torch.is_tensor(tensor):
+                assert torch.equal(tensor, runs[1][1][role][key]), f"{role}.{key}"
