@@ -24,6 +24,8 @@ class Parts:
 
 def build_parts(cfg, progress: bool = True) -> Parts:
     """Everything the env needs; the model's pretraining is cached by config and data fingerprint."""
+    # Image parts run torch here too (classifier, judge warm-up): more threads than cores crawl on a busy CPU.
+    torch.set_num_threads(cfg.train.torch_threads)
     dataset = load_data(cfg.data, cfg.seed)
     model = pretrained_model(cfg.model, dataset.samples, cfg.seed, cfg.cache_dir, progress=progress)
     assigner = make_assigner(dataset, cfg.modes, cfg.seed, cfg.cache_dir, progress=progress)

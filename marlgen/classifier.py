@@ -45,7 +45,7 @@ class ConvClassifier(nn.Module):
         n, bh, bw = pyramid(self.data_shape)
         chans = [self.data_shape[0]] + [width * 2**i for i in range(n)]
         layers: list[nn.Module] = []
-        for c_in, c_out in zip(chans[:-1], chans[1:]):  # each halves H and W
+        for c_in, c_out in zip(chans[:-1], chans[1:], strict=True):  # each halves H and W
             layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
                        nn.MaxPool2d(2)]  # fmt: skip
         self.trunk = nn.Sequential(*layers, nn.Flatten(), nn.Linear(chans[-1] * bh * bw, features), nn.ReLU())
@@ -79,7 +79,11 @@ class TrainedClassifier:
             top, cls = p.max(1)
             labels.append(cls.numpy()), probs.append(top.numpy()), feats.append(f.numpy())
         if not labels:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, self.net.trunk[-2].out_features))
+            return (
+                np.zeros(0, np.int64),
+                np.zeros(0, np.float32),
+                np.zeros((0, self.net.trunk[-2].out_features)),
+            )
         return np.concatenate(labels).astype(np.int64), np.concatenate(probs), np.concatenate(feats)
 
 
@@ -120,7 +124,9 @@ def trained_classifier(
     return trained
 
 
-def fit(net: ConvClassifier, x: np.ndarray, y: np.ndarray, cfg: dict, gen: torch.Generator, progress: bool) -> None:
+def fit(
+    net: ConvClassifier, x: np.ndarray, y: np.ndarray, cfg: dict, gen: torch.Generator, progress: bool
+) -> None:
     """Adam on cross-entropy, minibatches with replacement, optional shifts and flips."""
     net.train()
     optim = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
@@ -159,7 +165,9 @@ def load_classifier(path: str | os.PathLike) -> ConvClassifier:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt, truncated or foreign file
-        raise CheckpointError(f"{path}: not a readable classifier checkpoint ({_first_line(err)}); {fix}") from None
+        raise CheckpointError(
+            f"{path}: not a readable classifier checkpoint ({_first_line(err)}); {fix}"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a marlgen classifier checkpoint; {fix}")
     try:
@@ -167,7 +175,9 @@ def load_classifier(path: str | os.PathLike) -> ConvClassifier:
         net = ConvClassifier(tuple(ckpt["data_shape"]), ckpt["n_classes"], cfg["width"], cfg["features"])
         net.load_state_dict(ckpt["state_dict"])
     except Exception as err:
-        raise CheckpointError(f"{path}: checkpoint does not fit the classifier code ({_first_line(err)}); {fix}") from None
+        raise CheckpointError(
+            f"{path}: checkpoint does not fit the classifier code ({_first_line(err)}); {fix}"
+        ) from None
     net.config = cfg
     return net.eval().requires_grad_(False)
 
@@ -179,8 +189,9 @@ def classifier_config_dict(cfg: Any) -> dict[str, Any]:
 
 
 def cache_name(cfg: dict, images: np.ndarray, labels: np.ndarray, n_classes: int, seed: int) -> str:
+    labels_sha = hashlib.sha256(labels.tobytes()).hexdigest()
     key = json.dumps(
-        {"classifier": cfg, "images": data_fingerprint(images), "labels": hashlib.sha256(labels.tobytes()).hexdigest(),
+        {"classifier": cfg, "images": data_fingerprint(images), "labels": labels_sha,
          "n_classes": int(n_classes), "seed": int(seed), "version": CACHE_VERSION},
         sort_keys=True,
     )  # fmt: skip
@@ -189,4 +200,9 @@ def cache_name(cfg: dict, images: np.ndarray, labels: np.ndarray, n_classes: int
 
 def _checkpoint_extra(net: ConvClassifier, seed: int, seconds: float) -> dict:
     # save_model_checkpoint writes format "marlgen-model"; "kind" tells classifier files apart.
-    return {"kind": CHECKPOINT_FORMAT, "n_classes": net.n_classes, "seed": int(seed), "train_seconds": seconds}
+    return {
+        "kind": CHECKPOINT_FORMAT,
+        "n_classes": net.n_classes,
+        "seed": int(seed),
+        "train_seconds": seconds,
+    }

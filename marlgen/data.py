@@ -71,6 +71,7 @@ def load_data(cfg, seed: int) -> Dataset:
     """The scenario's real data; the seed fixes the draw so cached models stay valid."""
     return SOURCES[cfg.source](cfg, np.random.default_rng(seed))
 
+
 # Image sources (cifar10, npz, digits, stacked_digits) live in their own module; imported last, as
 # it builds on Dataset above.
 from marlgen.image_data import SOURCES as _IMAGE_SOURCES  # noqa: E402

@@ -181,7 +181,9 @@ def npz_images(cfg, rng: np.random.Generator) -> ImageDataset:
     unlabelled = train_y is None
     if unlabelled:  # -1: no class known; the assigner falls back to k-means cells
         train_y, test_y = np.full(len(train_x), -1), np.full(len(test_x), -1)
-    names = CIFAR10_CLASSES if not unlabelled and train_x.shape[1:] == (32, 32, 3) and train_y.max() < 10 else ()
+    names = (
+        CIFAR10_CLASSES if not unlabelled and train_x.shape[1:] == (32, 32, 3) and train_y.max() < 10 else ()
+    )
     data = image_dataset(
         Path(cfg.path).stem or "npz", to_unit_range(train_x, 255.0), train_y,
         to_unit_range(test_x, 255.0), test_y, cfg, names,
@@ -223,7 +225,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 def _images(arrays: dict, key: str, where: str) -> np.ndarray:
     """(N, H, W, C) uint8; grayscale (N, H, W) gets a channel axis."""
     if key not in arrays:
-        raise ConfigError(f"{where}: no array '{key}' (found: {', '.join(sorted(arrays)) or 'none'}); {NPZ_FORMAT}")
+        raise ConfigError(
+            f"{where}: no array '{key}' (found: {', '.join(sorted(arrays)) or 'none'}); {NPZ_FORMAT}"
+        )
     x = arrays[key]
     if x.ndim == 3:
         x = x[..., None]

@@ -30,7 +30,8 @@ def write_pictures(run_dir: Path, rollouts: dict, parts, n_generators: int) -> l
     names = mode_names(parts)
     team_rows = [team.samples[team.accepted & (team.agent == i)] for i in range(n_generators)]
     prior_rows = [prior.samples[i * PER_ROW : (i + 1) * PER_ROW] for i in range(n_generators)]
-    team_grid, prior_grid = grid(team_rows), grid(prior_rows)
+    shape = prior.samples.shape[1:]  # (C, H, W)
+    team_grid, prior_grid = grid(team_rows, shape), grid(prior_rows, shape)
     save_image(team_grid, run_dir / "team_grid.png")
     save_image(prior_grid, run_dir / "prior_grid.png")
     labels = [row_label(i, team.modes[team.accepted & (team.agent == i)], names) for i in range(n_generators)]
@@ -39,10 +40,9 @@ def write_pictures(run_dir: Path, rollouts: dict, parts, n_generators: int) -> l
     return ["grids.png", "mode_shares.png", "team_grid.png", "prior_grid.png"]
 
 
-def grid(rows: list[np.ndarray]) -> torch.Tensor:
+def grid(rows: list[np.ndarray], shape: tuple[int, ...]) -> torch.Tensor:
     """One row per list entry of images (k, C, H, W) in [-1, 1] (up to PER_ROW, evenly spread over
-    the rollout; short rows padded with blank tiles) -> a (3, H', W') grid in [0, 1]."""
-    shape = next((r.shape[1:] for r in rows if len(r)), None)
+    the rollout; short or empty rows padded with blank grey tiles) -> a (3, H', W') grid in [0, 1]."""
     tiles = []
     for r in rows:
         picked = r[np.linspace(0, len(r) - 1, min(PER_ROW, len(r))).astype(int)] if len(r) else r
@@ -117,14 +117,20 @@ def plot_mode_shares(path: Path, team, prior, n_modes: int, n_generators: int, n
         ax.set_xticks(np.arange(n_modes), names, rotation=45 if max(map(len, names)) > 3 else 0, fontsize=8)
         ax.set_ylim(0, 1.18)
         ax.set_ylabel("share of the mode's delivered team samples")
-        ax.set_title("Who covers which mode (above: team samples, (prior samples) at the same budget)", fontsize=9)
+        ax.set_title(
+            "Who covers which mode (above: team samples, (prior samples) at the same budget)", fontsize=9
+        )
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     else:
         covered = np.flatnonzero(per_mode)
         order = covered[np.lexsort((-per_mode[covered], share[:, covered].argmax(0)))]
         fig, axes = plt.subplots(2, 1, figsize=(12, 6), height_ratios=[2, 1])
-        axes[0].imshow(share[:, order], aspect="auto", cmap="viridis", interpolation="nearest", vmin=0, vmax=1)
-        axes[0].set_yticks(np.arange(n_generators), [f"generator_{i}" for i in range(n_generators)], fontsize=7)
+        axes[0].imshow(
+            share[:, order], aspect="auto", cmap="viridis", interpolation="nearest", vmin=0, vmax=1
+        )
+        axes[0].set_yticks(
+            np.arange(n_generators), [f"generator_{i}" for i in range(n_generators)], fontsize=7
+        )
         axes[0].set_xlabel(f"the {len(covered)} of {n_modes} modes the team covers, grouped by main agent")
         axes[0].set_title("each agent's share of every covered mode (colour: 0 to 1)", fontsize=9)
         axes[1].plot(np.sort(per_mode)[::-1], label=f"team ({len(covered)} modes)")

@@ -22,7 +22,10 @@ COLUMNS = [
     ("density", lambda r: _num(r.get("density"))),
     ("coverage", lambda r: _num(r.get("coverage"))),
     ("spread in mode", lambda r: _num(r.get("within_mode_spread"), 4)),
-    ("small-budget modes", lambda r: f"{r['small_budget_modes_covered']:.2f} ± {_num(r['small_budget_modes_ci95'])}"),
+    (
+        "small-budget modes",
+        lambda r: f"{r['small_budget_modes_covered']:.2f} ± {_num(r['small_budget_modes_ci95'])}",
+    ),
 ]
 
 
@@ -31,7 +34,13 @@ def write_metrics(run_dir: Path, results: dict) -> None:
 
 
 def write_report(
-    run_dir: Path, cfg, results: dict, timings: dict, history: list[dict], judge: str, images: dict | None = None
+    run_dir: Path,
+    cfg,
+    results: dict,
+    timings: dict,
+    history: list[dict],
+    judge: str,
+    images: dict | None = None,
 ) -> None:
     """``images``: image runs' extra figures (marlgen.evaluate.image_summary) and picture files."""
     any_row = next(iter(results.values()))
@@ -68,13 +77,21 @@ def write_report(
     lines += ["", "## Wall time", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {stage} | {sec:.1f} |" for stage, sec in timings.items()]
     if history:
-        lines += ["", "## Training", "", "| epoch | agent steps | modes per episode | seconds |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "## Training",
+            "",
+            "| epoch | agent steps | modes per episode | seconds |",
+            "|---|---|---|---|",
+        ]
         lines += [
             f"| {h['epoch']} | {h['env_steps']} | {h['episode_modes_covered']:.2f} | {h['seconds']:.0f} |"
             for h in history
         ]
     pictures = ["samples.png"] if images is None else images.get("pictures", [])[:2]
-    lines += [""] + [f"![{Path(p).stem}]({p})\n" for p in pictures] + ["![learning curve](learning_curve.png)", ""]
+    lines += (
+        [""] + [f"![{Path(p).stem}]({p})\n" for p in pictures] + ["![learning curve](learning_curve.png)", ""]
+    )
     (run_dir / "report.md").write_text("\n".join(lines))
 
 
@@ -99,11 +116,15 @@ def image_section(cfg, results: dict, images: dict) -> list[str]:
     """Image runs: the classifier's trustworthiness, feature-space figures, and a real-data reference row."""
     lines = ["", "## Images", ""]
     if "classifier_accuracy" in images:
-        per = " per channel (each channel is one digit; all three must be confident)" if images["n_modes"] == 1000 else ""
+        per = (
+            " per channel (each channel is one digit; all three must be confident)"
+            if images["n_modes"] == 1000
+            else ""
+        )
         lines.append(
             f"Mode classifier: held-out accuracy **{_pct(images['classifier_accuracy'])}** on"
-            f" {images['classifier_test_images']} real test images{per}; a sample is in a mode only when its top"
-            f" softmax probability is above {images['confidence']:g} (modes.confidence)."
+            f" {images['classifier_test_images']} real test images{per}; a sample is in a mode only when"
+            f" its top softmax probability is above {images['confidence']:g} (modes.confidence)."
         )
     lines += [
         "",
@@ -118,16 +139,21 @@ def image_section(cfg, results: dict, images: dict) -> list[str]:
     ]
     rows = {**results, "real (held-out)": images["real_held_out"]}
     lines += [f"| {m} | " + " | ".join(fmt(r) for _, fmt in IMAGE_COLUMNS) + " |" for m, r in rows.items()]
-    lines += ["", "Pictures: `grids.png` (prior | team, one row per generator, labelled with its commonest classes),"
-              " `mode_shares.png` (each agent's share of every mode), `team_grid.png`, `prior_grid.png`."]  # fmt: skip
+    lines += [
+        "",
+        "Pictures: `grids.png` (prior | team, one row per generator, labelled with its commonest classes),"
+        " `mode_shares.png` (each agent's share of every mode), `team_grid.png`, `prior_grid.png`.",
+    ]
     return lines
 
 
 def image_summary_line(results: dict, images: dict) -> str:
     acc = images.get("classifier_accuracy")
     head = f"classifier held-out accuracy {100 * acc:.1f}%; " if acc is not None else ""
+    nan = float("nan")
     body = "; ".join(
-        f"{m} frechet_classifier {r.get('frechet_classifier', float('nan')):.2f}, class KL {r.get('class_kl', float('nan')):.3f}"
+        f"{m} frechet_classifier {r.get('frechet_classifier', nan):.2f},"
+        f" class KL {r.get('class_kl', nan):.3f}"
         for m, r in results.items()
     )
     return head + body

@@ -18,6 +18,15 @@ from marlgen.models.pretrain import build_model, load_model_checkpoint, pretrain
 KINDS = sorted(MODELS)
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny networks: one thread is as fast, and immune to OpenMP stalls on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def data_shape_for(kind: str) -> tuple[int, ...]:
     """Flat toy points for MLP kinds, small images for conv kinds; add a case for new data types."""
     return (1, 28, 28) if kind.startswith("conv") else (2,)
@@ -140,11 +149,12 @@ def test_missing_checkpoint_file(tmp_path):
         load_model_checkpoint(tmp_path / "absent.pt")
 
 
+@pytest.mark.slow
 def test_vae_training_learns_the_mixture(tmp_path):
     """The trained VAE must use its latent: beat the collapsed VAE that decodes the data mean."""
     data = mixture(2000, seed=0)
     test = torch.from_numpy(mixture(500, seed=1))
-    cfg = tiny_cfg("vae", hidden=32, depth=2, train_steps=400, batch_size=64, lr=3e-3)
+    cfg = tiny_cfg("vae", hidden=32, depth=2, train_steps=400, batch_size=64, lr=3e-3, kl_weight=0.1)
 
     def elbo_loss(model) -> float:
         recon, kl = model.loss(test, torch.Generator().manual_seed(0))
@@ -154,8 +164,7 @@ def test_vae_training_learns_the_mixture(tmp_path):
     untrained = build_model(vars(cfg), (2,))
     untrained.fit_normalizer(torch.from_numpy(data))
     trained = pretrained_model(cfg, data, seed=0, cache_dir=tmp_path, progress=False)
-    # Collapsed VAE: KL = 0 and recon = total variance of the standardised data (2) / (2 std^2).
-    collapsed = 2.0 / (2 * trained.decoder_std**2)
+    collapsed = 2.0  # KL = 0, recon = total variance of the standardised data
     with torch.no_grad():
         before, after = elbo_loss(untrained), elbo_loss(trained)
         assert after < 0.5 * before and after < 0.5 * collapsed, (before, after, collapsed)
@@ -163,4 +172,4 @@ def test_vae_training_learns_the_mixture(tmp_path):
         decoded = trained.sample_prior(400, torch.Generator().manual_seed(0))
     near_pos = (decoded - 1.0).norm(dim=1) < 0.3
     near_neg = (decoded + 1.0).norm(dim=1) < 0.3
-    assert near_pos.sum() > 50 and near_neg.sum() > 50, (int(near_pos.sum()), int(near_neg.sum()))
+    assert near_pos.sum() > 80 and near_neg.sum() > 80, (int(near_pos.sum()), int(near_neg.sum()))

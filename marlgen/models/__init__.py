@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from marlgen.models.conv import ConvGAN, ConvVAE
-from marlgen.models.mlp import LatentModel, MLPGAN, MLPVAE
+from marlgen.models.mlp import MLPGAN, MLPVAE, LatentModel
 
 ModelBuilder = Callable[[Any, tuple[int, ...]], nn.Module]  # (ModelConfig, data_shape) -> model
 

@@ -54,7 +54,7 @@ class ConvDecoder(nn.Module):
         layers: list[nn.Module] = [
             nn.Conv2d(chans[0], chans[0], 3, padding=1, bias=False), nn.BatchNorm2d(chans[0]), nn.ReLU()
         ]  # fmt: skip
-        for c_in, c_out in zip(chans[:-1], chans[1:]):  # each doubles H and W
+        for c_in, c_out in zip(chans[:-1], chans[1:], strict=True):  # each doubles H and W
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
         layers.append(nn.ConvTranspose2d(chans[-1], data_shape[0], 4, 2, 1))  # last doubling -> pixels
         self.up = nn.Sequential(*layers)
@@ -75,7 +75,7 @@ class ConvEncoder(nn.Module):
         n, bh, bw = pyramid(data_shape)
         chans = [data_shape[0], *widths(hidden, n)]
         layers: list[nn.Module] = []
-        for c_in, c_out in zip(chans[:-1], chans[1:]):  # each halves H and W
+        for c_in, c_out in zip(chans[:-1], chans[1:], strict=True):  # each halves H and W
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.LeakyReLU(0.2)]
         layers += [nn.Conv2d(chans[-1], chans[-1], 3, padding=1), nn.LeakyReLU(0.2), nn.Flatten()]
         self.trunk = nn.Sequential(*layers)
@@ -118,7 +118,10 @@ class ConvGAN(ImageModel):
         }
 
     def training_step(
-        self, real: Tensor, optimizers: dict[str, torch.optim.Optimizer], generator: torch.Generator | None = None
+        self,
+        real: Tensor,
+        optimizers: dict[str, torch.optim.Optimizer],
+        generator: torch.Generator | None = None,
     ) -> dict[str, float]:
         z = torch.randn(real.shape[0], self.latent_dim, generator=generator, device=real.device)
         fake = self.decode(z)  # (B, C, H, W)
@@ -145,7 +148,9 @@ class ConvVAE(ImageModel):
     weights (about 0.01-0.1) keep digits legible, 1.0 gives a blurry mean image.
     """
 
-    def __init__(self, data_shape: tuple[int, ...], latent_dim: int = 16, hidden: int = 32, kl_weight: float = 0.05):
+    def __init__(
+        self, data_shape: tuple[int, ...], latent_dim: int = 16, hidden: int = 32, kl_weight: float = 0.05
+    ):
         super().__init__(latent_dim, data_shape)
         self.kl_weight = float(kl_weight)
         self.encoder = ConvEncoder(self.data_shape, hidden, 2 * latent_dim)  # -> (mu, log_var)
@@ -175,7 +180,10 @@ class ConvVAE(ImageModel):
         return {"vae": torch.optim.Adam(self.parameters(), lr=lr)}
 
     def training_step(
-        self, real: Tensor, optimizers: dict[str, torch.optim.Optimizer], generator: torch.Generator | None = None
+        self,
+        real: Tensor,
+        optimizers: dict[str, torch.optim.Optimizer],
+        generator: torch.Generator | None = None,
     ) -> dict[str, float]:
         recon, kl = self.loss(real, generator)
         loss = recon + self.kl_weight * kl

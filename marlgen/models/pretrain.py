@@ -84,7 +84,12 @@ def pretrained_model(
         path,
         model,
         cfg,
-        extra={"seed": int(seed), "data_sha256": data_fingerprint(data), "train_seconds": seconds, "losses": losses},
+        extra={
+            "seed": int(seed),
+            "data_sha256": data_fingerprint(data),
+            "train_seconds": seconds,
+            "losses": losses,
+        },
     )
     log.info("trained %s model in %.1f s, saved %s", cfg["kind"], seconds, path)
     return _freeze(model)
@@ -120,7 +125,8 @@ def load_model_checkpoint(path: str | os.PathLike, device: str = "cpu") -> nn.Mo
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds (pickle, zip, EOF, RuntimeError) for a bad file
-        raise CheckpointError(f"{path}: not a readable model checkpoint ({_first_line(err)}); {fix}") from None
+        reason = _first_line(err)
+        raise CheckpointError(f"{path}: not a readable model checkpoint ({reason}); {fix}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a marlgen model checkpoint; {fix}")
     try:
@@ -135,13 +141,13 @@ def load_model_checkpoint(path: str | os.PathLike, device: str = "cpu") -> nn.Mo
 
 
 def save_model_checkpoint(
-    path: str | os.PathLike, model: nn.Module, cfg: Mapping[str, Any], extra: Mapping[str, Any] = ()
+    path: str | os.PathLike, model: nn.Module, cfg: Mapping[str, Any], extra: Mapping[str, Any] | None = None
 ) -> None:
     """Write atomically (temp file + rename) so an interrupted run never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ckpt = {
-        **dict(extra),
+        **(extra or {}),
         "format": CHECKPOINT_FORMAT,
         "version": CACHE_VERSION,
         "model_config": dict(cfg),
