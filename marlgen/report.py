@@ -162,7 +162,9 @@ def image_summary_line(results: dict, images: dict) -> str:
 def plot_samples(path: Path, rollouts: dict, means: np.ndarray | None, n_generators: int) -> None:
     """Team samples coloured by agent beside the plain prior, over the true modes."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), sharex=True, sharey=True)
-    for ax, (method, title) in zip(axes, [("prior", "plain model, prior"), ("team", "trained team")]):
+    for ax, (method, title) in zip(
+        axes, [("prior", "plain model, prior"), ("team", "trained team")], strict=True
+    ):
         r = rollouts[method]
         kept = r.accepted
         if method == "team":
