@@ -96,6 +96,7 @@ class CriticConfig:
     disc_hidden: int = 128
     disc_lr: float = 1e-3
     disc_batch_size: int = 256
+    disc_warmup_steps: int = 500  # steps against the plain model's samples before the env starts
     # What the discriminator sees: auto (images: the mode assigner's features, i.e. the classifier's
     # penultimate layer; flat data: the samples) | pixels (samples, flattened) | features
     disc_input: str = "auto"

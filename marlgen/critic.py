@@ -128,7 +128,7 @@ def make_judge(critic_cfg, dataset, fake_sampler: Callable[[int], np.ndarray], s
             critic_cfg.disc_batch_size,
             seed,
         )
-        judge.warm_up(fake_sampler, steps=500, rng=np.random.default_rng(seed))
+        judge.warm_up(fake_sampler, steps=critic_cfg.disc_warmup_steps, rng=np.random.default_rng(seed))
         return judge
     if not dataset.has_density:  # images on pixels: draw the warm-up from a pool, as above
         pool = fake_sampler(FeatureJudge.POOL)
@@ -137,5 +137,5 @@ def make_judge(critic_cfg, dataset, fake_sampler: Callable[[int], np.ndarray], s
     judge = DiscriminatorJudge(
         dataset.samples, critic_cfg.disc_hidden, critic_cfg.disc_lr, critic_cfg.disc_batch_size, seed
     )
-    judge.warm_up(fake_sampler, steps=500, rng=np.random.default_rng(seed))
+    judge.warm_up(fake_sampler, steps=critic_cfg.disc_warmup_steps, rng=np.random.default_rng(seed))
     return judge

@@ -18,7 +18,9 @@ def cache_dir(tmp_path_factory) -> Path:
 
 def quick_config(path, cache_dir, *overrides):
     """A scenario with a model pretrained for a few hundred steps: fast, and still a real model."""
-    return load_scenario(path, ["model.train_steps=300", f"cache_dir={cache_dir}", *overrides])
+    short = ["model.train_steps=300", "modes.classifier.train_steps=50", "env.critic.disc_warmup_steps=20"]
+    short.append(f"cache_dir={cache_dir}")
+    return load_scenario(path, [*short, *overrides])
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from tests.conftest import SCENARIOS, quick_config
 @pytest.mark.parametrize("action", ["discrete", "continuous"])
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
 def test_pettingzoo_api_and_seed(path, action, cache_dir):
-    cfg = quick_config(path, cache_dir, f"env.action={action}")
+    cfg = quick_config(path, cache_dir, f"env.action={action}", "model.train_steps=30")  # API, not quality
     parts = build_parts(cfg, progress=False)
     parallel_api_test(make_env(cfg, parts), num_cycles=60)
     parallel_seed_test(lambda: make_env(cfg, parts), num_cycles=60)

@@ -325,3 +325,34 @@ def test_short_image_run_writes_grids_and_image_figures(tmp_path):
     for method in ("team", "prior", "random"):
         assert report.count(f"| {method} |") == 2  # the main table and the image table
     assert set(json.loads((out / "timings.json").read_text())) >= {"pretrain", "train", "evaluate", "report"}
+
+
+def test_pretraining_resumes_from_its_partial_checkpoint(tmp_path, monkeypatch):
+    """An interrupted long pretraining continues from its periodic checkpoint to the same weights."""
+    from marlgen.models import pretrain
+    from marlgen.models.conv import ConvGAN
+
+    monkeypatch.setattr(pretrain, "PARTIAL_EVERY_SECONDS", 0.0)  # save after every step
+    model_cfg = {"kind": "conv_gan", "latent_dim": 4, "hidden": 8, "train_steps": 12, "batch_size": 8}
+    cfg = default_config(model=model_cfg).model
+    data = np.random.default_rng(0).uniform(-1, 1, (32, 1, 8, 8)).astype(np.float32)
+    full = pretrained_model(cfg, data, seed=0, cache_dir=tmp_path / "full", progress=False)
+
+    original, calls = ConvGAN.training_step, []
+
+    def crash_at_step_8(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 7:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ConvGAN, "training_step", crash_at_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        pretrained_model(cfg, data, seed=0, cache_dir=tmp_path / "cut", progress=False)
+    (partial,) = (tmp_path / "cut").glob("*.partial")
+    assert torch.load(partial, weights_only=True)["step"] == 7
+    monkeypatch.setattr(ConvGAN, "training_step", original)
+    resumed = pretrained_model(cfg, data, seed=0, cache_dir=tmp_path / "cut", progress=False)
+    assert not list((tmp_path / "cut").glob("*.partial"))
+    for key, value in full.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "marlgen-model"
 # Part of the cache key: bump it when a change to the models or to training makes old weights stale.
 CACHE_VERSION = 1
+# Long pretraining (conv models on a CPU) saves its state this often to ``<cache file>.partial``; an
+# interrupted run resumes from there with the same result. The file goes once the final weights exist.
+PARTIAL_EVERY_SECONDS = 120.0
+PARTIAL_FORMAT = "marlgen-partial-training"
 
 
 def pretrained_model(
@@ -77,8 +81,9 @@ def pretrained_model(
         data_t = torch.from_numpy(data).to(dev)  # (n, *data_shape)
         model.fit_normalizer(data_t)
         gen = torch.Generator(device=dev).manual_seed(seed)
+        partial = path.with_name(path.name + ".partial")
         with _torch_threads(threads):
-            losses = train_model(model, data_t, cfg, gen, progress=progress)
+            losses = train_model(model, data_t, cfg, gen, progress=progress, resume=partial)
     seconds = time.perf_counter() - start
     save_model_checkpoint(
         path,
@@ -91,6 +96,7 @@ def pretrained_model(
             "losses": losses,
         },
     )
+    partial.unlink(missing_ok=True)
     log.info("trained %s model in %.1f s, saved %s", cfg["kind"], seconds, path)
     return _freeze(model)
 
@@ -101,19 +107,72 @@ def train_model(
     cfg: Mapping[str, Any],
     generator: torch.Generator,
     progress: bool = True,
+    resume: Path | None = None,
 ) -> dict[str, float]:
-    """``cfg["train_steps"]`` steps on minibatches drawn with replacement; returns the last losses."""
+    """``cfg["train_steps"]`` steps on minibatches drawn with replacement; returns the last losses.
+
+    ``resume``: a partial-training file; training continues from it when it exists and is saved to it
+    every ``PARTIAL_EVERY_SECONDS`` (weights, optimiser and RNG states: the result does not change).
+    """
     model.train()
     optimizers = model.make_optimizers(cfg["lr"])
     n, batch_size = data.shape[0], cfg["batch_size"]
     losses: dict[str, float] = {}
-    bar = tqdm(range(cfg["train_steps"]), desc=f"pretrain {cfg['kind']}", disable=not progress, leave=False)
+    first = _load_partial(resume, model, optimizers, generator) if resume is not None else 0
+    total = cfg["train_steps"]
+    bar = tqdm(range(first, total), initial=first, total=total, desc=f"pretrain {cfg['kind']}",
+               disable=not progress, leave=False)  # fmt: skip
+    saved = time.perf_counter()
     for step in bar:
         idx = torch.randint(n, (batch_size,), generator=generator, device=data.device)  # (B,)
         losses = model.training_step(data[idx], optimizers, generator)
         if step % 500 == 0:
             bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
+        if resume is not None and time.perf_counter() - saved >= PARTIAL_EVERY_SECONDS and step + 1 < total:
+            _save_partial(resume, model, optimizers, generator, step + 1)
+            saved = time.perf_counter()
     return losses
+
+
+def _save_partial(path: Path, model: nn.Module, optimizers: dict, generator: torch.Generator, step: int):
+    state = {
+        "format": PARTIAL_FORMAT,
+        "step": int(step),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_partial(path: Path, model: nn.Module, optimizers: dict, generator: torch.Generator) -> int:
+    """The step to continue from (0 without a partial file); a bad file raises CheckpointError."""
+    if not path.is_file():
+        return 0
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != PARTIAL_FORMAT:
+            raise ValueError("not a partial-training file")
+        model.load_state_dict(state["state_dict"])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+    except Exception as err:  # truncated, foreign, or from other model code
+        raise CheckpointError(
+            f"{path}: cannot resume pretraining from it ({_first_line(err)}); delete the file to start over"
+        ) from None
+    log.info("resuming pretraining from step %d of %s", state["step"], path)
+    return int(state["step"])
 
 
 def load_model_checkpoint(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
