@@ -46,10 +46,12 @@ class ClassifierModes:
         """(n, C, H, W) -> (class (n,), confidence (n,), features (n, F) or (n, 3F) per channel).
 
         An env step asks three times about one batch (judge score, modes, judge update): the last
-        answer is reused when handed the very same array object (arrays are never edited in place).
+        answer is reused for an equal array. Equality, not identity: an array edited in place
+        must not get a stale answer, and comparing costs far less than the classifier's forward.
         """
-        if x is not self._last[0]:
-            self._last = (x, self._predict(x))
+        last = self._last[0]
+        if last is None or last.shape != x.shape or not np.array_equal(last, x):
+            self._last = (np.array(x, copy=True), self._predict(x))
         return self._last[1]
 
     def _predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
