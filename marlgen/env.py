@@ -131,7 +131,7 @@ class CoverageEnv(ParallelEnv):
             accepted, modes >= 0, self.cfg.critic.false_accept_cost, self.cfg.critic.false_reject_cost
         )
         if self.learn_judge:
-            self.judge.update(x.reshape(n * m, -1) if x.ndim == 2 else x, self.np_random)
+            self.judge.update(x, self.np_random)
 
         self.team_hist += counts.sum(0)
         self.own_hist += counts
