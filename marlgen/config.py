@@ -172,6 +172,10 @@ class EvalConfig:
     small_budget_per_mode: int = 2  # small-budget coverage: this many samples per mode
     small_budget_episodes: int = 50
     knn_k: int = 5  # k for density/coverage (Naeem et al. 2020)
+    # Discriminator rejection sampling baseline (marlgen.drs, used by marlgen.compare): the
+    # discriminator's training steps against the plain model, and the quantile of F set as gamma.
+    drs_steps: int = 2000
+    drs_gamma_quantile: float = 0.5
 
 
 @dataclass
@@ -207,7 +211,7 @@ POSITIVE = (
     "agents.generator.lr agents.critic.lr train.epochs train.steps_per_epoch "
     "train.steps_per_collect train.batch_size train.n_envs train.torch_threads train.checkpoint_every "
     "eval.budget eval.small_budget_per_mode "
-    "eval.small_budget_episodes eval.knn_k "
+    "eval.small_budget_episodes eval.knn_k eval.drs_steps "
     "data.n_test modes.n_clusters modes.pca_dim modes.classifier.width modes.classifier.features "
     "modes.classifier.train_steps modes.classifier.batch_size modes.classifier.lr"
 ).split()
@@ -220,6 +224,7 @@ FRACTIONS = {
     "data.test_fraction": (0.0, 1.0, False, False),
     "modes.confidence": (0.0, 1.0, True, False),
     "modes.kmeans_quantile": (0.0, 1.0, False, True),
+    "eval.drs_gamma_quantile": (0.0, 1.0, True, True),
 }
 
 

@@ -49,9 +49,13 @@ class DiscriminatorJudge:
         self.optim = torch.optim.Adam(self.net.parameters(), lr=lr, betas=(0.5, 0.999))
         self.loss = nn.BCEWithLogitsLoss()
 
-    @torch.no_grad()
     def score(self, x: np.ndarray) -> np.ndarray:
-        return torch.sigmoid(self.net(torch.as_tensor(x, dtype=torch.float32))).squeeze(1).numpy()
+        return 1.0 / (1.0 + np.exp(-self.logit(x)))
+
+    @torch.no_grad()
+    def logit(self, x: np.ndarray) -> np.ndarray:
+        """log D/(1-D): the log density ratio real/model that rejection sampling needs unsaturated."""
+        return self.net(torch.as_tensor(x, dtype=torch.float32)).squeeze(1).double().numpy()
 
     def update(self, fake: np.ndarray, rng: np.random.Generator) -> None:
         """One gradient step, real (label 1) against these samples (label 0)."""
@@ -89,6 +93,9 @@ class FeatureJudge:
 
     def score(self, x: np.ndarray) -> np.ndarray:
         return self.inner.score(self.features(x))
+
+    def logit(self, x: np.ndarray) -> np.ndarray:
+        return self.inner.logit(self.features(x))
 
     def update(self, fake: np.ndarray, rng: np.random.Generator) -> None:
         self.inner.update(self.features(fake), rng)

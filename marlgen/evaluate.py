@@ -6,6 +6,7 @@ computed on the samples *delivered* (accepted); both counts are reported.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,16 +85,6 @@ def prior(model, assigner, budget: int, seed: int) -> Rollout:
     return Rollout(x, assigner(x), np.ones(budget, bool), np.full(budget, -1))
 
 
-def prior_small_budget(model, assigner, n_samples: int, episodes: int, seed: int) -> list[int]:
-    generator = torch.Generator().manual_seed(seed)
-    covered = []
-    with torch.inference_mode():
-        for _ in range(episodes):
-            modes = assigner(model.sample_prior(n_samples, generator=generator).numpy())
-            covered.append(int(len(np.unique(modes[modes >= 0]))))
-    return covered
-
-
 def figures(
     rollout: Rollout, real: np.ndarray, n_modes: int, knn_k: int, true_std: float | None, assigner=None
 ) -> dict:
@@ -169,31 +160,59 @@ def small_budget_figures(covered: list[int], n_samples: int) -> dict:
     }
 
 
-def evaluate_methods(cfg, parts, team) -> tuple[dict, dict]:
-    """Team, plain prior and random agents at the same budgets -> (figures, rollouts by method)."""
-    from marlgen.build import make_env
+@dataclass
+class Budgets:
+    """Where and how much every method is evaluated: the same for all, so their figures compare."""
 
-    n_modes = parts.assigner.n_modes
-    real = parts.dataset.samples[: cfg.eval.budget]
-    std = parts.dataset.std
+    budget: int  # decoded samples for the main figures
+    small: int  # decoded samples per small-budget episode (a multiple of the samples per env step)
+    episodes: int
+    seed: int  # evaluation draws differ from training draws
+
+
+def budgets(cfg, n_modes: int) -> Budgets:
     per_step = cfg.env.n_generators * cfg.env.samples_per_agent
     small = -(-cfg.eval.small_budget_per_mode * n_modes // per_step) * per_step
-    episodes = cfg.eval.small_budget_episodes
-    seed = cfg.seed + 1  # evaluation draws differ from training draws
-    image = None if parts.dataset.has_density else parts.assigner  # images: feature-space figures
+    return Budgets(cfg.eval.budget, small, cfg.eval.small_budget_episodes, cfg.seed + 1)
 
-    rollouts, results = {}, {}
-    actors = {"team": lambda env: team.actor(), "random": lambda env: RandomActor(env, seed)}
-    for name, make_actor in actors.items():
-        env = make_env(cfg, parts)
-        rollouts[name], _ = steer(env, make_actor(env), cfg.eval.budget, seed)
-        small_env = make_env(cfg, parts, episode_budget=small)
-        _, histograms = steer(small_env, make_actor(small_env), small * episodes, seed)
-        covered = modes_covered(histograms)
-        results[name] = figures(rollouts[name], real, n_modes, cfg.eval.knn_k, std, image)
-        results[name].update(small_budget_figures(covered, small))
-    rollouts["prior"] = prior(parts.model, parts.assigner, cfg.eval.budget, seed)
-    results["prior"] = figures(rollouts["prior"], real, n_modes, cfg.eval.knn_k, std, image)
-    covered = prior_small_budget(parts.model, parts.assigner, small, episodes, seed)
-    results["prior"].update(small_budget_figures(covered, small))
-    return {k: results[k] for k in ("team", "prior", "random")}, rollouts
+
+def _figures(cfg, parts, rollout: Rollout, covered: list[int], small: int) -> dict:
+    image = None if parts.dataset.has_density else parts.assigner  # images: feature-space figures
+    real = parts.dataset.samples[: cfg.eval.budget]
+    out = figures(rollout, real, parts.assigner.n_modes, cfg.eval.knn_k, parts.dataset.std, image)
+    out.update(small_budget_figures(covered, small))
+    return out
+
+
+def evaluate_actor(cfg, parts, make_actor, at: Budgets | None = None) -> tuple[dict, Rollout]:
+    """Agents acting in the env (``make_actor(env) -> actor``): the budget's figures and rollout."""
+    from marlgen.build import make_env
+
+    at = at or budgets(cfg, parts.assigner.n_modes)
+    env = make_env(cfg, parts)
+    rollout, _ = steer(env, make_actor(env), at.budget, at.seed)
+    small_env = make_env(cfg, parts, episode_budget=at.small)
+    _, histograms = steer(small_env, make_actor(small_env), at.small * at.episodes, at.seed)
+    return _figures(cfg, parts, rollout, modes_covered(histograms), at.small), rollout
+
+
+def evaluate_sampler(cfg, parts, sample, at: Budgets) -> tuple[dict, Rollout]:
+    """A method without agents (``sample(budget, seed) -> Rollout``), at the same budgets."""
+    rollout = sample(at.budget, at.seed)
+    covered = []
+    for episode in range(at.episodes):
+        r = sample(at.small, at.seed + 1 + episode)
+        covered.append(int(len(np.unique(r.modes[r.accepted & (r.modes >= 0)]))))
+    return _figures(cfg, parts, rollout, covered, at.small), rollout
+
+
+def evaluate_methods(cfg, parts, team) -> tuple[dict, dict]:
+    """Team, plain prior and random agents at the same budgets -> (figures, rollouts by method)."""
+    at = budgets(cfg, parts.assigner.n_modes)
+    results, rollouts = {}, {}
+    results["team"], rollouts["team"] = evaluate_actor(cfg, parts, lambda env: team.actor(), at)
+    sample_prior = functools.partial(prior, parts.model, parts.assigner)
+    results["prior"], rollouts["prior"] = evaluate_sampler(cfg, parts, sample_prior, at)
+    random_actor = lambda env: RandomActor(env, at.seed)  # noqa: E731
+    results["random"], rollouts["random"] = evaluate_actor(cfg, parts, random_actor, at)
+    return results, rollouts

@@ -30,7 +30,7 @@ COLUMNS = [
 
 
 def write_metrics(run_dir: Path, results: dict) -> None:
-    (run_dir / "metrics.json").write_text(json.dumps(_clean(results), indent=2) + "\n")
+    (run_dir / "metrics.json").write_text(json.dumps(json_safe(results), indent=2) + "\n")
 
 
 def write_report(
@@ -210,12 +210,14 @@ def _num(x, digits: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def _clean(obj):
+def json_safe(obj):
     """JSON has no NaN: write null where a figure is undefined."""
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, np.generic):
-        return _clean(obj.item())
+        return json_safe(obj.item())
     return obj

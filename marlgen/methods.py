@@ -1,0 +1,107 @@
+"""The methods a comparison puts side by side, and how one (method, seed) job runs.
+
+A trained method is the scenario plus overrides, trained by ``marlgen.train`` like any run. A
+sampling method has no agents to train and draws from the plain model (or random agents act).
+Every method is evaluated at the same budgets (``marlgen.evaluate.budgets``), so rows compare.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from marlgen.config import load_scenario, to_yaml
+
+
+@dataclass(frozen=True)
+class Method:
+    description: str
+    overrides: tuple[str, ...] = ()  # trained methods: applied after the user's overrides
+    trained: bool = True
+
+
+METHODS = {
+    "team_ppo": Method("the team: PPO generators and critic, difference rewards", ("agent=ppo",)),
+    "team_dqn": Method("the team with DQN generators and critic", ("agent=dqn",)),
+    "independent": Method(
+        "independent learners: each generator rewarded only for what it alone covers (PPO)",
+        ("agent=ppo", "env.reward.credit=individual"),
+    ),
+    "single_agent": Method(
+        "one PPO generator holds the whole budget (one sample per step)", ("agent=ppo", "env.n_generators=1")
+    ),
+    "no_quality": Method(
+        "the PPO team without the critic's quality term in the generators' reward",
+        ("agent=ppo", "env.reward.quality=0"),
+    ),
+    "prior": Method("the plain model sampled from its prior", trained=False),
+    "random": Method("random agents: uniformly random anchors and acceptance bars", trained=False),
+    "drs": Method("discriminator rejection sampling on the plain model (Azadi et al. 2019)", trained=False),
+}
+
+
+def method_config(scenario: str, overrides: list[str], method: str, seed: int, job_dir: Path):
+    """The resolved config of one job; raises ConfigError for a scenario a method cannot run."""
+    extra = METHODS[method].overrides
+    return load_scenario(scenario, [*overrides, *extra, f"seed={seed}", f"out_dir={job_dir}"])
+
+
+def run_job(scenario: str, overrides: list[str], method: str, seed: int, job_dir: str) -> dict:
+    """Train (if needed) and evaluate one method for one seed -> {method, seed, figures, history, ...}.
+
+    Runs in a worker process (or a Ray task), so it takes and returns plain data. A job whose
+    directory already holds a complete result for the same config is not run again: an interrupted
+    comparison picks up where it stopped.
+    """
+    from marlgen.report import json_safe
+    from marlgen.run import make_run_dir, set_status
+
+    job_dir = Path(job_dir)
+    cfg = method_config(scenario, overrides, method, seed, job_dir)
+    done = job_dir / "result.json"
+    if done.is_file() and (job_dir / "config.yaml").read_text() == to_yaml(cfg):
+        return json.loads(done.read_text())
+    make_run_dir(cfg)
+    done.unlink(missing_ok=True)
+    start = time.perf_counter()
+    try:
+        result = _run(cfg, method, job_dir)
+    except BaseException as err:
+        set_status(job_dir, "failed", f"{type(err).__name__}: {err}")
+        raise
+    result.update(method=method, seed=seed, seconds=round(time.perf_counter() - start, 2))
+    result["n_agents"] = cfg.env.n_generators + 1
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps(json_safe(result), indent=2) + "\n")
+    tmp.replace(done)
+    set_status(job_dir, "complete", "")
+    return result
+
+
+def _run(cfg, method: str, job_dir: Path) -> dict:
+    import torch
+
+    from marlgen.build import build_parts
+    from marlgen.drs import RejectionSampler
+    from marlgen.evaluate import RandomActor, budgets, evaluate_actor, evaluate_sampler, prior
+
+    torch.set_num_threads(cfg.train.torch_threads)
+    parts = build_parts(cfg, progress=False)
+    at = budgets(cfg, parts.assigner.n_modes)
+    if METHODS[method].trained:
+        from marlgen.train import train
+
+        trained = train(cfg, parts, job_dir, progress=False, log=lambda *_: None)
+        figures, _ = evaluate_actor(cfg, parts, lambda env: trained.team.actor(), at)
+        return {"figures": figures, "history": trained.history, "train_seconds": trained.seconds}
+    if method == "random":
+        figures, _ = evaluate_actor(cfg, parts, lambda env: RandomActor(env, at.seed), at)
+    elif method == "prior":
+        figures, _ = evaluate_sampler(cfg, parts, lambda n, s: prior(parts.model, parts.assigner, n, s), at)
+    elif method == "drs":
+        figures, _ = evaluate_sampler(cfg, parts, RejectionSampler(cfg, parts), at)
+    else:
+        raise ValueError(f"method {method!r} has no sampler")
+    return {"figures": figures, "history": [], "train_seconds": 0.0}
