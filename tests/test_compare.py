@@ -112,3 +112,14 @@ def test_drs_delivers_samples_the_discriminator_prefers(ring8):
     plain, _ = evaluate_sampler(cfg, parts, lambda n, s: prior(parts.model, parts.assigner, n, s), at)
     assert drs["budget"] == plain["budget"] and drs["delivered"] < plain["delivered"]
     assert np.isfinite(drs["high_quality_fraction"])
+
+
+@pytest.mark.ray
+def test_compare_runs_its_jobs_on_a_local_ray(tmp_path, cache_dir):
+    pytest.importorskip("ray", reason="Ray is optional: pip install -e '.[ray]'")
+    out = tmp_path / "ray_study"
+    argv = ["scenarios/gmm_ring8.yaml", "--seeds", "1", "--workers", "2", "--ray", "--out", str(out)]
+    assert compare.main([*argv, "--methods", "team_ppo,prior", *TINY, f"cache_dir={cache_dir}"]) == 0
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert sorted(r["method"] for r in rows) == ["prior", "team_ppo"]
+    assert (out / "runs/team_ppo/seed0/checkpoints/best.pt").is_file()  # written by the Ray task
