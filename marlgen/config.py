@@ -174,7 +174,7 @@ class EvalConfig:
     knn_k: int = 5  # k for density/coverage (Naeem et al. 2020)
     # Discriminator rejection sampling baseline (marlgen.drs, used by marlgen.compare): the
     # discriminator's training steps against the plain model, and the quantile of F set as gamma.
-    drs_steps: int = 2000
+    drs_steps: int = 10000  # 2,000 left it weak on grid-25: 70% high quality against 82% at 10,000
     drs_gamma_quantile: float = 0.5
 
 
