@@ -11,6 +11,7 @@ built without any YAML at all (``Config()``).
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -213,11 +214,13 @@ POSITIVE = (
     "eval.budget eval.small_budget_per_mode "
     "eval.small_budget_episodes eval.knn_k eval.drs_steps "
     "data.n_test modes.n_clusters modes.pca_dim modes.classifier.width modes.classifier.features "
-    "modes.classifier.train_steps modes.classifier.batch_size modes.classifier.lr"
+    "modes.classifier.train_steps modes.classifier.batch_size modes.classifier.lr "
+    "env.critic.disc_lr env.critic.disc_hidden env.critic.disc_batch_size"
 ).split()
 NON_NEGATIVE = (
     "model.kl_weight env.latent_spread env.reward.coverage env.reward.entropy env.reward.quality "
-    "env.critic.false_accept_cost env.critic.false_reject_cost train.checkpoint_every modes.classifier.shift"
+    "env.critic.false_accept_cost env.critic.false_reject_cost train.checkpoint_every modes.classifier.shift "
+    "env.critic.disc_warmup_steps seed"
 ).split()
 # Open or half-open unit intervals: (low, high, low inclusive, high inclusive).
 FRACTIONS = {
@@ -226,6 +229,21 @@ FRACTIONS = {
     "modes.kmeans_quantile": (0.0, 1.0, False, True),
     "eval.drs_gamma_quantile": (0.0, 1.0, True, True),
 }
+# The same checks for both roles' agent settings (agents.generator.* and agents.critic.*).
+AGENT_POSITIVE = "update_repeats buffer_size target_update_freq n_step updates_per_step eps_clip".split()
+AGENT_NON_NEGATIVE = "ent_coef vf_coef".split()
+AGENT_FRACTIONS = {
+    "gamma": (0.0, 1.0, True, True),
+    "gae_lambda": (0.0, 1.0, True, True),
+    "eps_train": (0.0, 1.0, True, True),
+    "eps_train_final": (0.0, 1.0, True, True),
+    "eps_test": (0.0, 1.0, True, True),
+}
+for _role in ("generator", "critic"):
+    POSITIVE += [f"agents.{_role}.{k}" for k in AGENT_POSITIVE]
+    NON_NEGATIVE += [f"agents.{_role}.{k}" for k in AGENT_NON_NEGATIVE]
+    FRACTIONS.update({f"agents.{_role}.{k}": span for k, span in AGENT_FRACTIONS.items()})
+MAX_SEED = 2**32 - 1  # numpy's global seed range
 
 
 def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
@@ -247,7 +265,14 @@ def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
         if "=" not in item:
             raise ConfigError(f"command line: override '{item}' is not of the form key=value")
         cfg = _merge(cfg, OmegaConf.from_dotlist([item]), "command line", item)
-    validate(cfg, str(path))
+    try:
+        validate(cfg, str(path))
+    except ConfigError as err:  # name the command line when the bad value came from there
+        rest = str(err).removeprefix(f"{path}: ")
+        given = {o.split("=", 1)[0] for o in dotted}
+        if any(rest.startswith(f"{k}=") for k in given):
+            raise ConfigError(f"command line: {rest}") from None
+        raise
     OmegaConf.set_readonly(cfg, True)
     return cfg
 
@@ -270,6 +295,9 @@ def default_config(**sections: Any) -> DictConfig:
 
 def validate(cfg: DictConfig, where: str) -> None:
     """Range and choice checks the type system cannot express."""
+    for key, value in _leaves(OmegaConf.to_container(cfg)):  # nan passes `> 0` checks' negation
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: {key}={value!r} must be a finite number")
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
@@ -287,6 +315,14 @@ def validate(cfg: DictConfig, where: str) -> None:
         if not ((low <= value if low_in else low < value) and (value <= high if high_in else value < high)):
             span = f"{'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
             raise ConfigError(f"{where}: {key}={value!r} must lie in {span}")
+    if cfg.seed > MAX_SEED:
+        raise ConfigError(f"{where}: seed={cfg.seed} must be at most {MAX_SEED}")
+    for role in ("generator", "critic"):
+        hidden = list(cfg.agents[role].hidden)
+        if not hidden or any(h <= 0 for h in hidden):
+            raise ConfigError(
+                f"{where}: agents.{role}.hidden={hidden} must be a non-empty list of layer widths > 0"
+            )
     bars = list(cfg.env.critic.bars)
     if not bars or any(not 0.0 <= b <= 1.0 for b in bars):
         raise ConfigError(f"{where}: env.critic.bars={bars} must be a non-empty list of values in [0, 1]")
@@ -334,6 +370,17 @@ def _validate_registries(cfg: DictConfig, where: str) -> None:
             f"{where}: env.action='continuous' needs a continuous-action algorithm for "
             "agents.generator (ppo); DQN only picks among discrete anchors"
         )
+
+
+def _leaves(node: Any, prefix: str = ""):
+    """(dotted key, value) for every value in a nested dict/list config."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict | list):
+            yield from _leaves(value, dotted)
+        else:
+            yield dotted, value
 
 
 def _is_preset(override: str) -> bool:

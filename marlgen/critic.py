@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from marlgen.config import ConfigError
+from marlgen.errors import TrainingDiverged
 from marlgen.metrics import standardised_distance
 
 
@@ -29,6 +31,12 @@ class OracleJudge:
 
     def update(self, fake: np.ndarray, rng: np.random.Generator) -> None:
         """The truth does not learn."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing learned, nothing to restore."""
 
 
 class DiscriminatorJudge:
@@ -63,9 +71,23 @@ class DiscriminatorJudge:
         fake_t = torch.as_tensor(fake, dtype=torch.float32)
         logits = self.net(torch.cat([real, fake_t]))
         labels = torch.cat([torch.ones(len(real), 1), torch.zeros(len(fake_t), 1)])
+        loss = self.loss(logits, labels)
+        if not torch.isfinite(loss):  # one check per step: a NaN judge would reject everything silently
+            raise TrainingDiverged(
+                f"the discriminator judge's loss became {loss.item()}; lower "
+                "env.critic.disc_lr (or set env.critic.judge=oracle on toy data) and start a new run"
+            )
         self.optim.zero_grad()
-        self.loss(logits, labels).backward()
+        loss.backward()
         self.optim.step()
+
+    def state_dict(self) -> dict:
+        """Weights and optimiser state (references: save or copy them before training goes on)."""
+        return {"net": self.net.state_dict(), "optim": self.optim.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optim.load_state_dict(state["optim"])
 
     def warm_up(
         self, fake_sampler: Callable[[int], np.ndarray], steps: int, rng: np.random.Generator
@@ -100,6 +122,12 @@ class FeatureJudge:
     def update(self, fake: np.ndarray, rng: np.random.Generator) -> None:
         self.inner.update(self.features(fake), rng)
 
+    def state_dict(self) -> dict:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.inner.load_state_dict(state)
+
     def warm_up(
         self, fake_sampler: Callable[[int], np.ndarray], steps: int, rng: np.random.Generator
     ) -> None:
@@ -113,7 +141,7 @@ def make_judge(critic_cfg, dataset, fake_sampler: Callable[[int], np.ndarray], s
     the discriminator when ``disc_input`` is features (or auto on data without a known density)."""
     if critic_cfg.judge == "oracle":
         if not dataset.has_density:
-            raise ValueError(
+            raise ConfigError(
                 f"env.critic.judge='oracle' needs a data source with a known density (toy mixtures); "
                 f"data.source={dataset.name!r} has none: use env.critic.judge=discriminator"
             )
@@ -123,7 +151,7 @@ def make_judge(critic_cfg, dataset, fake_sampler: Callable[[int], np.ndarray], s
     )
     if on_features:
         if features is None:
-            raise ValueError(
+            raise ConfigError(
                 "env.critic.disc_input='features' needs a mode assigner with a feature map "
                 "(modes.assigner=classifier or kmeans); use env.critic.disc_input=pixels"
             )

@@ -31,6 +31,7 @@ Version history: v0, first release.
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass
 
@@ -151,6 +152,26 @@ class CoverageEnv(ParallelEnv):
         if done:
             self.agents = []
         return observations, rewards, terminations, truncations, infos
+
+    # What a step reads and changes: a checkpoint carries these to continue an episode in flight.
+    # (``last`` is for evaluation code and is left out: it can be large and steps never read it.)
+    STATE = ("np_random", "agents", "t", "team_hist", "own_hist", "own_accepted", "score_hist",
+             "step_accepted")  # fmt: skip
+
+    def get_state(self) -> dict:
+        """Everything the next step depends on, the learning judge's weights included (checkpoints)."""
+        state = {k: copy.deepcopy(getattr(self, k)) for k in self.STATE if hasattr(self, k)}
+        if self.learn_judge:
+            state["judge"] = self.judge.state_dict()
+        return state
+
+    def set_state(self, state: dict) -> None:
+        state = dict(state)
+        if "judge" in state:
+            self.judge.load_state_dict(state.pop("judge"))
+        for key, value in state.items():
+            setattr(self, key, copy.deepcopy(value))
+        self.last = None
 
     @torch.inference_mode()
     def decode(self, z: np.ndarray) -> np.ndarray:

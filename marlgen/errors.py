@@ -7,3 +7,7 @@ class MarlgenError(Exception):
 
 class CheckpointError(MarlgenError):
     """A checkpoint file is corrupt or does not fit the code that reads it."""
+
+
+class TrainingDiverged(MarlgenError):
+    """A network's weights or losses became NaN or infinite during training."""

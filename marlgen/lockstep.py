@@ -53,6 +53,15 @@ class TeamEnv(gym.Env):
         rewards = np.array([rew[a] for a in self.agents], dtype=np.float32)
         return self._stack(obs), rewards, all(term.values()), all(trunc.values()), {}
 
+    @property
+    def checkpoint_state(self) -> dict:
+        """The env's state, as an attribute so every Tianshou vector env can fetch it (get_env_attr)."""
+        return self.env.get_state()
+
+    @checkpoint_state.setter
+    def checkpoint_state(self, state: dict) -> None:
+        self.env.set_state(state)
+
     def _stack(self, obs: dict) -> np.ndarray:
         out = np.zeros((len(self.agents), self.obs_width), dtype=np.float32)
         for i, a in enumerate(self.agents):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from marlgen.config import ConfigError
 from marlgen.metrics import assign_to_mixture
 
 
@@ -120,7 +121,7 @@ def make_assigner(
         )
     if kind == "mixture":
         if not dataset.has_density:
-            raise ValueError(
+            raise ConfigError(
                 f"modes.assigner='mixture' needs a toy mixture; data.source={dataset.name!r} has no known "
                 "density: use modes.assigner=classifier (labelled images) or kmeans"
             )
@@ -138,7 +139,7 @@ def classifier_modes(dataset, modes_cfg, seed: int, cache_dir: str, progress: bo
     from marlgen.classifier import trained_classifier
 
     if not getattr(dataset, "labelled", False):
-        raise ValueError(
+        raise ConfigError(
             f"modes.assigner='classifier' needs labelled images; data.source={dataset.name!r} has no labels "
             "(an npz without train_labels): use modes.assigner=kmeans"
         )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from tianshou.utils import TensorboardLogger
 from torch.utils.tensorboard import SummaryWriter
 
 import agents
+from marlgen import atomic, checkpoint, guard
 from marlgen.build import Parts, make_env
 from marlgen.evaluate import TeamActor, modes_covered, steer
 from marlgen.lockstep import LockstepVectorEnv, TeamEnv, use_lockstep_policy
@@ -89,7 +89,11 @@ def build_team(cfg, env, lockstep: LockstepVectorEnv, total_steps: int, device: 
     )
 
 
-def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) -> TrainResult:
+def train(
+    cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print, saved: dict | None = None
+) -> TrainResult:
+    """Train the team; ``saved``: a checkpoint to continue from (marlgen.checkpoint.latest)."""
+    checkpoint_path = checkpoint.path_in(run_dir)
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.train.torch_threads)
     # Tianshou samples actions (torch), epsilon draws and replay minibatches (numpy) from the global
@@ -121,6 +125,8 @@ def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
     logger = TensorboardLogger(writer, training_interval=per_collect, update_interval=1)
 
     def training_fn(epoch: int, env_step: int) -> None:
+        # Called before each collect, so after each update: a NaN stops training here, not at the epoch's end.
+        guard.check_team(algorithm, lockstep.roles, cfg, f"in epoch {epoch}{_kept(history, cfg)}")
         progress_fraction = min(env_step / total_steps, 1.0)
         for role in lockstep.roles:
             sub = algorithm.get_algorithm(role)
@@ -150,14 +156,26 @@ def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
         )
         trainer = quiet(OffPolicyTrainer)(algorithm, params)
 
-    result = TrainResult(team)
+    training = Training(algorithm, lockstep.roles, collector, trainer, team_venv)
+    history: list[dict] = []  # one row per epoch (the training_fn above reads it)
+    best = {"score": -np.inf, "roles": None}  # the best epoch's objective and role states
     eval_env = make_env(cfg, parts)
-    best_score, best_state = -np.inf, None
     weights = {"coverage": cfg.env.reward.coverage, "entropy": cfg.env.reward.entropy}
-    start = time.perf_counter()
     trainer.reset(reset_collectors=False)
-    for epoch in range(1, cfg.train.epochs + 1):
-        trainer.execute_epoch()
+    first = 1
+    if saved is not None:  # last: building the team above drew from the global RNGs
+        checkpoint.restore(saved, training, checkpoint_path)
+        history, best, first = saved["history"], saved["best"], saved["epoch"] + 1
+        log(f"resumed after epoch {saved['epoch']}/{cfg.train.epochs} from {checkpoint_path}")
+    start = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
+    for epoch in range(first, cfg.train.epochs + 1):
+        where = f"in epoch {epoch}"
+        try:
+            trainer.execute_epoch()
+        except Exception as err:
+            guard.explain(err, algorithm, lockstep.roles, cfg, f"{where}{_kept(history, cfg)}")
+            raise
+        guard.check_team(algorithm, lockstep.roles, cfg, f"{where}{_kept(history, cfg)}")
         _, histograms = steer(eval_env, team.actor(), cfg.env.episode_budget * 20, seed=10_000 + epoch)
         row = {
             "epoch": epoch,
@@ -167,30 +185,49 @@ def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
             # The team objective (coverage + evenness) per episode: what selects the best epoch.
             "episode_objective": float(np.mean([objective(h, **weights) for h in histograms])),
         }
-        result.history.append(row)
+        history.append(row)
         writer.add_scalar("eval/episode_modes_covered", row["episode_modes_covered"], row["env_steps"])
         log(
             f"epoch {epoch}/{cfg.train.epochs}: {row['env_steps']} agent steps, "
             f"{row['episode_modes_covered']:.2f}/{eval_env.n_modes} modes per episode, {row['seconds']:.0f} s"
         )
-        if row["episode_objective"] > best_score:
-            best_score, best_state = row["episode_objective"], role_states(algorithm, lockstep.roles)
+        if row["episode_objective"] > best["score"]:
+            best = {"score": row["episode_objective"], "roles": role_states(algorithm, lockstep.roles)}
             row["best"] = True
         if epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs:
-            save_checkpoint(
-                run_dir / "checkpoints" / "policy.pt", algorithm, lockstep.roles, epoch, row["env_steps"]
-            )
-    result.seconds = time.perf_counter() - start
+            checkpoint.save(checkpoint_path, cfg, training, epoch, history, best)
+    result = TrainResult(team, history, time.perf_counter() - start)
+    last = history[-1]
+    save_checkpoint(
+        run_dir / "checkpoints" / "policy.pt", algorithm, lockstep.roles, last["epoch"], last["env_steps"]
+    )
     # Evaluate the epoch with the best team objective on held-out episodes (Tianshou's save_best
     # idea): PPO's last update can undo a good policy, and the final figures should not hinge on it.
-    for role, state in best_state.items():
-        algorithm.get_algorithm(role).load_state_dict(state)
+    for role, state in best["roles"].items():
+        algorithm.get_algorithm(role).load_state_dict(copy.copy(state))
     save_checkpoint(run_dir / "checkpoints" / "best.pt", algorithm, lockstep.roles, 0, 0)
-    best = max(result.history, key=lambda row: row["episode_objective"])
-    log(f"evaluating epoch {best['epoch']}'s policy, the best on held-out episodes")
+    best_row = max(history, key=lambda row: row["episode_objective"])
+    log(f"evaluating epoch {best_row['epoch']}'s policy, the best on held-out episodes")
     writer.close()
     lockstep.close()
     return result
+
+
+@dataclass
+class Training:
+    """What a training checkpoint saves and restores (marlgen.checkpoint)."""
+
+    algorithm: object
+    roles: list[str]
+    collector: Collector
+    trainer: object
+    venv: object  # the Tianshou vector env of TeamEnv copies
+
+
+def _kept(history: list[dict], cfg) -> str:
+    every = cfg.train.checkpoint_every
+    saved = [row["epoch"] for row in history if row["epoch"] % every == 0]
+    return f" (checkpoints/training.pt from epoch {saved[-1]} is kept)" if saved else " (no checkpoint yet)"
 
 
 def role_states(algorithm, roles: list[str]) -> dict:
@@ -217,10 +254,7 @@ def save_checkpoint(path: Path, algorithm, roles: list[str], epoch: int, env_ste
     One state dict per role: the multi-agent algorithm's own state dict does not load back
     (tianshou 2.0.1: "Unexpected key(s)" for its sub-algorithms' optimisers).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"roles": role_states(algorithm, roles), "epoch": epoch, "env_steps": env_steps}, tmp)
-    os.replace(tmp, path)
+    atomic.torch_save({"roles": role_states(algorithm, roles), "epoch": epoch, "env_steps": env_steps}, path)
 
 
 def resolve_device(name: str) -> str:

@@ -6,6 +6,7 @@ import pytest
 
 from marlgen.build import build_parts
 from marlgen.config import load_scenario
+from marlgen.run import main
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
@@ -27,3 +28,37 @@ def quick_config(path, cache_dir, *overrides):
 def ring8(cache_dir):
     cfg = quick_config(ROOT / "scenarios/gmm_ring8.yaml", cache_dir)
     return cfg, build_parts(cfg, progress=False)
+
+
+# Short ring-8 runs through the CLI (tests/test_resume.py, tests/test_bad_input.py).
+# data.std=0.1: the 300-step model's samples land in the modes, so the figures are not all zeros.
+SHORT_RUN = [
+    "model.train_steps=300",
+    "data.std=0.1",
+    "train.epochs=2",
+    "train.steps_per_epoch=400",
+    "train.steps_per_collect=200",
+    "train.n_envs=2",
+    "eval.budget=400",
+    "eval.small_budget_episodes=5",
+]
+RING8 = str(ROOT / "scenarios/gmm_ring8.yaml")
+
+
+def run_args(out, cache_dir, *extra):
+    return [RING8, f"out_dir={out}", f"cache_dir={cache_dir}", *SHORT_RUN, *extra, "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory, cache_dir):
+    """``reference(agent)``: the directory of a short run never stopped, made once a session."""
+    made = {}
+
+    def get(agent: str):
+        if agent not in made:
+            out = tmp_path_factory.mktemp("reference") / agent
+            assert main(run_args(out, cache_dir, f"agent={agent}")) == 0
+            made[agent] = out
+        return made[agent]
+
+    return get

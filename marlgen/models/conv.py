@@ -16,19 +16,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from marlgen.config import ConfigError
 from marlgen.models.mlp import LatentModel
 
 
 def pyramid(data_shape: tuple[int, ...]) -> tuple[int, int, int]:
     """(halvings, base height, base width) for an image shape (C, H, W)."""
     if len(data_shape) != 3:
-        raise ValueError(f"conv models need images (C, H, W), got data shape {data_shape}")
+        raise ConfigError(
+            f"model.kind: conv models need images (C, H, W), the data has shape {data_shape}; "
+            "use model.kind=vae or gan (MLPs) for flat data"
+        )
     _, h, w = data_shape
     n = 0
     while h % 2 == 0 and w % 2 == 0 and h >= 8 and w >= 8:
         h, w, n = h // 2, w // 2, n + 1
     if n == 0:
-        raise ValueError(f"conv models need images of at least 8x8 with even sides, got {data_shape[1:]}")
+        raise ConfigError(
+            f"model.kind: conv models need images of at least 8x8 with even sides, the data's are "
+            f"{data_shape[1:]}; resize the images (data.path) or use model.kind=vae or gan (MLPs)"
+        )
     return n, h, w
 
 
