@@ -28,14 +28,14 @@ import torch
 from omegaconf import OmegaConf
 
 from marlgen import atomic
-from marlgen.errors import CheckpointError
+from marlgen.errors import CheckpointError, brief
 
 FORMAT = "marlgen-training"
 VERSION = 1
 # Keys a resumed run may change: where things live and how fast they run, never what is computed.
 MAY_DIFFER = {"out_dir", "cache_dir", "device", "train.torch_threads", "train.checkpoint_every"}
 # The buffer and collector internals are pickled as Tianshou keeps them: another version may not read them.
-PINNED = ("tianshou", "torch")
+PINNED = ("tianshou",)
 
 
 def path_in(run_dir: Path) -> Path:
@@ -77,24 +77,24 @@ def save(path: Path, cfg, run, epoch: int, history: list[dict], best: dict) -> N
 
 def load(path: Path, cfg) -> dict:
     """The checkpoint at ``path``, checked against ``cfg``: CheckpointError names what is wrong."""
-    fix = "start a new run, or resume the run that wrote this checkpoint"
+    # marlgen never leaves a checkpoint half-written (marlgen.atomic): a bad one was damaged or replaced.
+    restart = "delete it and --resume again to train from epoch 1, or start a new run"
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # truncated zip, foreign pickle, EOF: torch raises many kinds
         raise CheckpointError(
-            f"{path}: not a readable training checkpoint ({_first_line(err)}); it may be truncated or "
-            f"not marlgen's. Fix: delete it to restart training from epoch 1, or {fix}"
+            f"{path}: not a readable training checkpoint ({brief(err)}): damaged or truncated; {restart}"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a marlgen training checkpoint; {fix}")
+        raise CheckpointError(f"{path}: not a marlgen training checkpoint; {restart}")
     if state.get("version") != VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format {state.get('version')}, but this marlgen reads {VERSION}; {fix}"
+            f"{path}: checkpoint format {state.get('version')}, but this marlgen reads {VERSION}; {restart}"
         )
     if state.get("versions") != _versions():
         raise CheckpointError(
             f"{path}: written with {state.get('versions')}, but {_versions()} is installed; Tianshou's "
-            f"buffers do not carry across versions: reinstall those versions, or {fix}"
+            f"buffers do not carry across versions: reinstall those versions, or {restart}"
         )
     differences = config_differences(state["config"], OmegaConf.to_container(cfg, resolve=True))
     if differences:
@@ -102,7 +102,7 @@ def load(path: Path, cfg) -> dict:
         more = f" (and {len(differences) - 4} more)" if len(differences) > 4 else ""
         raise CheckpointError(
             f"{path}: checkpoint does not fit this run's config.yaml: {shown}{more}. A resumed run "
-            f"must train what the checkpoint trained; {fix}"
+            "trains what its checkpoint trained: put config.yaml back as it was, or start a new run"
         )
     return state
 
@@ -114,7 +114,7 @@ def restore(state: dict, run, path: Path) -> None:
             load_role_state(run.algorithm.get_algorithm(role), state["roles"][role])
     except (RuntimeError, KeyError, ValueError) as err:  # shapes or roles of another team
         raise CheckpointError(
-            f"{path}: the saved networks do not fit the team this config builds ({_first_line(err)}); "
+            f"{path}: the saved networks do not fit the team this config builds ({brief(err)}); "
             "start a new run"
         ) from None
     collector = run.collector
@@ -187,8 +187,3 @@ def config_differences(saved: dict, current: dict, prefix: str = "") -> list[tup
 
 def _versions() -> dict:
     return {name: version(name) for name in PINNED}
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__

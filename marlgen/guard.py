@@ -37,7 +37,8 @@ def explain(err: Exception, algorithm, roles: list[str], cfg, where: str) -> Non
     if type(err).__name__ == "MalformedBufferError":  # tianshou: NaN in the collected transitions
         raise TrainingDiverged(
             f"training diverged {where}: the environment returned NaN or inf rewards or observations "
-            f"({first_line})"
+            "(found by Tianshou's check of the collected data); check the reward weights (env.reward) "
+            "and any custom judge, mode assigner or model"
         ) from err
     found = re.search(r"of distribution (\w+)", first_line)
     if isinstance(err, ValueError) and found and "invalid values" in str(err):  # torch.distributions

@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from marlgen.config import ModelConfig
-from marlgen.errors import CheckpointError
+from marlgen.errors import CheckpointError, brief
 
 log = logging.getLogger(__name__)
 
@@ -296,5 +296,4 @@ def _freeze(model: nn.Module) -> nn.Module:
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+    return brief(err)
