@@ -39,8 +39,8 @@ SHORT_RUN = [
     "train.steps_per_epoch=400",
     "train.steps_per_collect=200",
     "train.n_envs=2",
-    "eval.budget=400",
-    "eval.small_budget_episodes=5",
+    "eval.budget=200",
+    "eval.small_budget_episodes=3",
 ]
 RING8 = str(ROOT / "scenarios/gmm_ring8.yaml")
 
