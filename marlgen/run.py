@@ -80,7 +80,8 @@ def run(cfg, run_dir: Path, progress: bool = True, resume: bool = False) -> dict
     saved = None
     if resume:  # a bad or foreign checkpoint fails here, before pretraining
         saved = checkpoint.latest(run_dir, cfg)
-        print(f"resuming after epoch {saved['epoch']}" if saved else "no checkpoint yet: starting at epoch 1")
+        if saved is None:
+            print("no checkpoint yet: training starts at epoch 1")
     with stage("pretrain", timings):
         parts = build_parts(cfg, progress=progress)
     with stage("train", timings):

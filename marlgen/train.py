@@ -166,7 +166,7 @@ def train(
     if saved is not None:  # last: building the team above drew from the global RNGs
         checkpoint.restore(saved, training, checkpoint_path)
         history, best, first = saved["history"], saved["best"], saved["epoch"] + 1
-        log(f"resumed after epoch {saved['epoch']}/{cfg.train.epochs} from {checkpoint_path}")
+        log(f"resuming after epoch {saved['epoch']}/{cfg.train.epochs} from {checkpoint_path}")
     start = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
     for epoch in range(first, cfg.train.epochs + 1):
         where = f"in epoch {epoch}"

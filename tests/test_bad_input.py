@@ -199,3 +199,14 @@ def test_resume_takes_no_scenario(tmp_path, capsys):
         main(["--resume", str(tmp_path), str(RING8)])
     assert exit_info.value.code == 2
     assert "--resume RUN_DIR takes no scenario or overrides" in capsys.readouterr().err
+
+
+def test_diverging_pretraining_caches_nothing(tmp_path, capsys):
+    """The generative model's own training blows up: one message, and no poisoned cache file."""
+    cache = tmp_path / "cache"
+    args = run_args(tmp_path / "run", cache, "model.lr=1e12", "model.train_steps=200")
+    assert main(args) == 1
+    err = error_of(capsys)
+    assert "pretraining the vae model diverged" in err and "lower model.lr (now 1000000000000.0)" in err
+    assert not list(cache.glob("*.pt"))
+    assert_not_complete(tmp_path / "run")

@@ -84,7 +84,7 @@ def test_kill_mid_training_then_resume_gives_identical_figures(tmp_path, cache_d
     assert checkpoint.exists(), "a temp file must never be the only copy of a checkpoint"
 
     assert main(["--resume", str(out), "--no-progress"]) == 0  # in this process: one startup less
-    assert "resuming after epoch 1" in capsys.readouterr().out
+    assert "resuming after epoch 1/2 from" in capsys.readouterr().out
     assert status(out) == "complete"
     assert not list((out / "checkpoints").glob(".*.tmp"))  # leftovers of the kill are gone
     assert_same_figures(expected, out)
@@ -126,7 +126,7 @@ def test_resume_without_a_checkpoint_starts_over(tmp_path, cache_dir, reference,
     short = config.read_text().replace("epochs: 2", "epochs: 1").replace("budget: 200", "budget: 100")
     config.write_text(short)
     assert main(["--resume", str(out), "--no-progress"]) == 0
-    assert "no checkpoint yet: starting at epoch 1" in capsys.readouterr().out
+    assert "no checkpoint yet: training starts at epoch 1" in capsys.readouterr().out
     assert status(out) == "complete" and (out / "metrics.json").is_file()
     assert torch.load(out / "checkpoints/training.pt", weights_only=False)["epoch"] == 1
 

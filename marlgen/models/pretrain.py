@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from marlgen.config import ModelConfig
-from marlgen.errors import CheckpointError, brief
+from marlgen.errors import CheckpointError, TrainingDiverged, brief
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ def pretrained_model(
         partial = path.with_name(path.name + ".partial")
         with _torch_threads(threads):
             losses = train_model(model, data_t, cfg, gen, progress=progress, resume=partial)
+    _check_finite(model, losses, cfg)  # a diverged model must not enter the cache
     seconds = time.perf_counter() - start
     save_model_checkpoint(
         path,
@@ -287,6 +288,16 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _check_finite(model: nn.Module, losses: Mapping[str, float], cfg: Mapping[str, Any]) -> None:
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    bad += [f"{name} loss" for name, value in losses.items() if not np.isfinite(value)]
+    if bad:
+        raise TrainingDiverged(
+            f"pretraining the {cfg['kind']} model diverged: {', '.join(bad[:3])} hold NaN or inf; lower "
+            f"model.lr (now {cfg['lr']}) and run again (nothing was cached)"
+        )
 
 
 def _freeze(model: nn.Module) -> nn.Module:
