@@ -36,6 +36,8 @@ VERSION = 1
 MAY_DIFFER = {"out_dir", "cache_dir", "device", "train.torch_threads", "train.checkpoint_every"}
 # The buffer and collector internals are pickled as Tianshou keeps them: another version may not read them.
 PINNED = ("tianshou",)
+# Tianshou trainer attributes that count progress (the exploration schedule reads the env steps).
+TRAINER_COUNTERS = ("_epoch", "_env_step", "_current_update_step", "_env_episode", "_policy_update_time")
 
 
 def path_in(run_dir: Path) -> Path:
@@ -49,7 +51,7 @@ def latest(run_dir: Path, cfg) -> dict | None:
 
 
 def save(path: Path, cfg, run, epoch: int, history: list[dict], best: dict) -> None:
-    """``run``: the objects training holds (see marlgen.train.Run); ``best``: score and role states."""
+    """``run``: the objects training holds (marlgen.train.Training); ``best``: score and role states."""
     collector, trainer = run.collector, run.trainer
     state = {
         "format": FORMAT,
@@ -132,9 +134,6 @@ def restore(state: dict, run, path: Path) -> None:
         setattr(run.trainer, key, value)
     vars(run.trainer._logger).update(state["logger"])
     set_rng_state(state["rng"])
-
-
-TRAINER_COUNTERS = ("_epoch", "_env_step", "_current_update_step", "_env_episode", "_policy_update_time")
 
 
 def role_state(algorithm) -> dict:
