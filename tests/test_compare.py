@@ -28,8 +28,8 @@ TINY = [
 
 def test_compare_writes_every_table_and_resumes(tmp_path, cache_dir):
     out = tmp_path / "study"
-    argv = ["scenarios/gmm_ring8.yaml", "--seeds", "2", "--workers", "1", "--out", str(out)]
-    argv += ["--methods", "team_ppo,prior,random,drs", *TINY, f"cache_dir={cache_dir}"]
+    argv = ["scenarios/gmm_ring8.yaml", "--seeds", "1", "--workers", "1", "--out", str(out)]
+    argv += ["--methods", "team_ppo,prior,drs", *TINY, f"cache_dir={cache_dir}"]
     assert compare.main(argv) == 0
     for name in ("comparison.md", "results.csv", "summary.csv", "summary.json", "learning_curves.png",
                  "final_distribution.png", "config.yaml", "versions.json", "study.json"):  # fmt: skip
@@ -37,7 +37,7 @@ def test_compare_writes_every_table_and_resumes(tmp_path, cache_dir):
     assert json.loads((out / "status.json").read_text())["state"] == "complete"
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert sorted((r["method"], r["seed"]) for r in rows) == sorted(
-        (m, str(s)) for m in ("team_ppo", "prior", "random", "drs") for s in (0, 1)
+        (m, "0") for m in ("team_ppo", "prior", "drs")
     )
     assert all(r["budget"] == "200" for r in rows)  # every method at the same budget
     page = (out / "comparison.md").read_text()
