@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from marlgen import atomic
 from marlgen.config import ModelConfig
 from marlgen.errors import CheckpointError, TrainingDiverged, brief
 
@@ -144,15 +144,7 @@ def _save_partial(path: Path, model: nn.Module, optimizers: dict, generator: tor
         "generator": generator.get_state(),
         "torch_rng": torch.get_rng_state(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.torch_save(state, path)
 
 
 def _load_partial(path: Path, model: nn.Module, optimizers: dict, generator: torch.Generator) -> int:
@@ -214,16 +206,7 @@ def save_model_checkpoint(
         "data_shape": list(model.data_shape),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.torch_save(ckpt, path)
 
 
 def build_model(cfg: Mapping[str, Any], data_shape: tuple[int, ...]) -> nn.Module:
