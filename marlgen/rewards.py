@@ -24,6 +24,7 @@ Every generator also gets ``w_quality`` times the fraction of its own samples th
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import xlogy
 
 
 def objective(hist: np.ndarray, coverage: float, entropy: float) -> np.ndarray:
@@ -31,8 +32,7 @@ def objective(hist: np.ndarray, coverage: float, entropy: float) -> np.ndarray:
     n_modes = hist.shape[-1]
     total = hist.sum(-1, keepdims=True)
     p = hist / np.maximum(total, 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h = -np.where(p > 0, p * np.log(p), 0.0).sum(-1)
+    h = -xlogy(p, p).sum(-1)  # 0 log 0 = 0
     covered = (hist > 0).sum(-1)
     return coverage * covered / n_modes + entropy * h / np.log(max(n_modes, 2))
 
@@ -40,9 +40,8 @@ def objective(hist: np.ndarray, coverage: float, entropy: float) -> np.ndarray:
 def per_agent_counts(modes: np.ndarray, n_modes: int) -> np.ndarray:
     """(N, m) accepted modes (-1 = none) -> (N, M) counts, without a Python loop."""
     n_agents = modes.shape[0]
-    valid = modes >= 0
-    flat = (np.arange(n_agents)[:, None] * n_modes + modes)[valid]
-    return np.bincount(flat, minlength=n_agents * n_modes).reshape(n_agents, n_modes)
+    flat = modes + (np.arange(n_agents) * n_modes)[:, None]  # (N, m): agent i's modes at i*M + mode
+    return np.bincount(flat[modes >= 0], minlength=n_agents * n_modes).reshape(n_agents, n_modes)
 
 
 def generator_rewards(
@@ -58,7 +57,9 @@ def generator_rewards(
     if cfg.credit == "shared":
         gain = np.full(len(counts), g(after) - g(team_hist))
     elif cfg.credit == "difference":
-        gain = g(after) - g(after[None, :] - counts)  # (N,)
+        # G of the team's histogram and of the N histograms without one agent each, in one call.
+        both = g(np.concatenate([after[None, :], after[None, :] - counts]))  # (1 + N,)
+        gain = both[0] - both[1:]  # (N,)
     elif cfg.credit == "individual":
         gain = g(own_hist + counts) - g(own_hist)  # (N,)
     else:
@@ -70,7 +71,9 @@ def critic_reward(
     accepted: np.ndarray, good: np.ndarray, false_accept_cost: float, false_reject_cost: float
 ) -> float:
     """Mean over the step's samples: +1 per accepted good sample, costs for both kinds of mistake."""
-    hits = (accepted & good).mean()
-    false_accepts = (accepted & ~good).mean()
-    false_rejects = (~accepted & good).mean()
+    # One bincount over the four (accepted, good) cases, as shares of the step's samples.
+    cases = np.bincount(2 * accepted + good, minlength=4) / len(
+        accepted
+    )  # (rejected bad, rejected good, ...)
+    false_rejects, false_accepts, hits = cases[1], cases[2], cases[3]
     return float(hits - false_accept_cost * false_accepts - false_reject_cost * false_rejects)
