@@ -38,11 +38,9 @@ class TeamActor:
         padded = np.zeros((len(self.agents), self.obs_width), dtype=np.float32)
         for i, a in enumerate(self.agents):
             padded[i, : len(obs[a])] = obs[a]
-        rows = np.array(
-            [{"agent_id": r, "obs": o} for r, o in zip(self.roles, padded, strict=True)], dtype=object
-        )
         self.policy.eval()
-        act = self.policy.map_action(self.policy(Batch(obs=rows, info={})).act)
+        batch = Batch(obs=Batch(agent_id=self.roles, obs=padded), info={})
+        act = self.policy.map_action(self.policy(batch).act)
         return {a: act[i] for i, a in enumerate(self.agents)}
 
 
