@@ -33,6 +33,12 @@ from marlgen.rewards import objective
 
 VECTOR_ENVS = {"dummy": DummyVectorEnv, "subproc": SubprocVectorEnv}
 
+
+def make_vector_env(kind: str, env_fns: list):
+    """Tianshou's vector env ``train.vector_env`` names, over these env factories."""
+    return VECTOR_ENVS[kind](env_fns)
+
+
 # Each slot's reward is a vector (one column per role, see marlgen.lockstep); Tianshou's collector
 # summarises those returns before the trainer's multi_agent_return_reduction and warns each time.
 logging.getLogger("tianshou.data.stats").setLevel(logging.ERROR)
@@ -90,39 +96,69 @@ def build_team(cfg, env, lockstep: LockstepVectorEnv, total_steps: int, device: 
 
 
 def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) -> TrainResult:
+    """Train the team through the lockstep adapter (marlgen.lockstep)."""
     device = resolve_device(cfg.device)
+    seed_everything(cfg)
+    learn_judge = cfg.env.critic.judge == "discriminator"
+    env_fn = functools.partial(make_env, cfg, parts, learn_judge)
+    probe = TeamEnv(env_fn)
+    n_copies = cfg.train.n_envs
+    team_venv = make_vector_env(cfg.train.vector_env, [functools.partial(TeamEnv, env_fn)] * n_copies)
+    team_venv.seed([cfg.seed * 1000 + i for i in range(n_copies)])
+    share = cfg.agents.generator.share_parameters
+    lockstep = LockstepVectorEnv(team_venv, probe.agents, share, probe.obs_width, probe.act_width)
+
+    schedule = Schedule.of(cfg, slots=lockstep.env_num)
+    team = build_team(cfg, probe.env, lockstep, schedule.total, device)
+    try:
+        return fit(cfg, parts, team, lockstep, lockstep.roles, schedule, run_dir, progress, log)
+    finally:
+        lockstep.close()
+
+
+def seed_everything(cfg) -> None:
     torch.set_num_threads(cfg.train.torch_threads)
     # Tianshou samples actions (torch), epsilon draws and replay minibatches (numpy) from the global
     # generators: seed both so a seed fixes the run.
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    learn_judge = cfg.env.critic.judge == "discriminator"
-    env_fn = functools.partial(make_env, cfg, parts, learn_judge)
-    probe = TeamEnv(env_fn)
-    n_copies = cfg.train.n_envs
-    team_venv = VECTOR_ENVS[cfg.train.vector_env]([functools.partial(TeamEnv, env_fn)] * n_copies)
-    team_venv.seed([cfg.seed * 1000 + i for i in range(n_copies)])
-    share = cfg.agents.generator.share_parameters
-    lockstep = LockstepVectorEnv(team_venv, probe.agents, share, probe.obs_width, probe.act_width)
 
-    slots = lockstep.env_num
-    per_collect = _round_up(cfg.train.steps_per_collect, slots)
-    per_epoch = _round_up(cfg.train.steps_per_epoch, per_collect)
-    total_steps = per_epoch * cfg.train.epochs
-    team = build_team(cfg, probe.env, lockstep, total_steps, device)
+
+@dataclass
+class Schedule:
+    """Agent steps (transitions) per collect, per epoch and in all; a collect steps every slot alike."""
+
+    slots: int
+    per_collect: int
+    per_epoch: int
+    total: int
+
+    @classmethod
+    def of(cls, cfg, slots: int, step_multiple: int | None = None) -> Schedule:
+        multiple = step_multiple or slots
+        per_collect = _round_up(cfg.train.steps_per_collect, multiple)
+        per_epoch = _round_up(cfg.train.steps_per_epoch, per_collect)
+        return cls(slots, per_collect, per_epoch, per_epoch * cfg.train.epochs)
+
+
+def fit(cfg, parts: Parts, team: Team, venv, roles: list[str], schedule: Schedule, run_dir: Path,
+        progress: bool, log) -> TrainResult:  # fmt: skip
+    """Tianshou's collector and trainer over ``venv``, one epoch at a time, each followed by a
+    small-budget evaluation and a checkpoint; the best epoch's policy is kept (shared by the
+    lockstep route and the AEC baseline, marlgen.aec)."""
     algorithm = team.algorithm
     on_policy = isinstance(algorithm, MultiAgentOnPolicyAlgorithm)
-
-    buffer_size = per_collect if on_policy else max(cfg.agents.generator.buffer_size, slots)
-    collector = Collector(algorithm, lockstep, VectorReplayBuffer(buffer_size, slots), exploration_noise=True)
+    slots = schedule.slots
+    buffer_size = schedule.per_collect if on_policy else max(cfg.agents.generator.buffer_size, slots)
+    collector = Collector(algorithm, venv, VectorReplayBuffer(buffer_size, slots), exploration_noise=True)
     collector.reset()
     writer = SummaryWriter(str(run_dir / "tensorboard"))
     # training_interval counts env steps, update_interval counts collect-and-update cycles.
-    logger = TensorboardLogger(writer, training_interval=per_collect, update_interval=1)
+    logger = TensorboardLogger(writer, training_interval=schedule.per_collect, update_interval=1)
 
     def training_fn(epoch: int, env_step: int) -> None:
-        progress_fraction = min(env_step / total_steps, 1.0)
-        for role in lockstep.roles:
+        progress_fraction = min(env_step / schedule.total, 1.0)
+        for role in roles:
             sub = algorithm.get_algorithm(role)
             agents.exploration_schedule(sub, agent_config(cfg, role), progress_fraction)
 
@@ -130,8 +166,8 @@ def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
         training_collector=collector,
         test_collector=None,  # evaluated below with our own rollout (DESIGN.md, "Traps")
         max_epochs=cfg.train.epochs,
-        epoch_num_steps=per_epoch,
-        collection_step_num_env_steps=per_collect,
+        epoch_num_steps=schedule.per_epoch,
+        collection_step_num_env_steps=schedule.per_collect,
         batch_size=cfg.train.batch_size,
         training_fn=training_fn,
         logger=logger,
@@ -155,14 +191,18 @@ def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
     best_score, best_state = -np.inf, None
     weights = {"coverage": cfg.env.reward.coverage, "entropy": cfg.env.reward.entropy}
     start = time.perf_counter()
+    training_seconds = 0.0
     trainer.reset(reset_collectors=False)
     for epoch in range(1, cfg.train.epochs + 1):
+        epoch_start = time.perf_counter()
         trainer.execute_epoch()
+        training_seconds += time.perf_counter() - epoch_start
         _, histograms = steer(eval_env, team.actor(), cfg.env.episode_budget * 20, seed=10_000 + epoch)
         row = {
             "epoch": epoch,
             "env_steps": int(trainer._env_step),  # agent steps (transitions) collected so far
             "seconds": round(time.perf_counter() - start, 2),
+            "training_seconds": round(training_seconds, 2),  # collect and update only, no evaluation
             "episode_modes_covered": float(np.mean(modes_covered(histograms))),
             # The team objective (coverage + evenness) per episode: what selects the best epoch.
             "episode_objective": float(np.mean([objective(h, **weights) for h in histograms])),
@@ -174,22 +214,19 @@ def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
             f"{row['episode_modes_covered']:.2f}/{eval_env.n_modes} modes per episode, {row['seconds']:.0f} s"
         )
         if row["episode_objective"] > best_score:
-            best_score, best_state = row["episode_objective"], role_states(algorithm, lockstep.roles)
+            best_score, best_state = row["episode_objective"], role_states(algorithm, roles)
             row["best"] = True
         if epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs:
-            save_checkpoint(
-                run_dir / "checkpoints" / "policy.pt", algorithm, lockstep.roles, epoch, row["env_steps"]
-            )
+            save_checkpoint(run_dir / "checkpoints" / "policy.pt", algorithm, roles, epoch, row["env_steps"])
     result.seconds = time.perf_counter() - start
     # Evaluate the epoch with the best team objective on held-out episodes (Tianshou's save_best
     # idea): PPO's last update can undo a good policy, and the final figures should not hinge on it.
     for role, state in best_state.items():
         algorithm.get_algorithm(role).load_state_dict(state)
-    save_checkpoint(run_dir / "checkpoints" / "best.pt", algorithm, lockstep.roles, 0, 0)
+    save_checkpoint(run_dir / "checkpoints" / "best.pt", algorithm, roles, 0, 0)
     best = max(result.history, key=lambda row: row["episode_objective"])
     log(f"evaluating epoch {best['epoch']}'s policy, the best on held-out episodes")
     writer.close()
-    lockstep.close()
     return result
 
 
