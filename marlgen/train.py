@@ -19,13 +19,14 @@ import torch
 from gymnasium import spaces
 from tianshou.algorithm import MultiAgentOffPolicyAlgorithm
 from tianshou.algorithm.multiagent.marl import MultiAgentOnPolicyAlgorithm
-from tianshou.data import Collector, VectorReplayBuffer
+from tianshou.data import Collector
 from tianshou.env import DummyVectorEnv, SubprocVectorEnv
 from tianshou.trainer import OffPolicyTrainer, OffPolicyTrainerParams, OnPolicyTrainer, OnPolicyTrainerParams
 from tianshou.utils import TensorboardLogger
 from torch.utils.tensorboard import SummaryWriter
 
 import agents
+from marlgen.buffers import SlotReplayBuffer
 from marlgen.build import Parts, make_env
 from marlgen.evaluate import TeamActor, modes_covered, steer
 from marlgen.lockstep import LockstepVectorEnv, TeamEnv, use_lockstep_policy
@@ -150,7 +151,7 @@ def fit(cfg, parts: Parts, team: Team, venv, roles: list[str], schedule: Schedul
     on_policy = isinstance(algorithm, MultiAgentOnPolicyAlgorithm)
     slots = schedule.slots
     buffer_size = schedule.per_collect if on_policy else max(cfg.agents.generator.buffer_size, slots)
-    collector = Collector(algorithm, venv, VectorReplayBuffer(buffer_size, slots), exploration_noise=True)
+    collector = Collector(algorithm, venv, SlotReplayBuffer(buffer_size, slots), exploration_noise=True)
     collector.reset()
     writer = SummaryWriter(str(run_dir / "tensorboard"))
     # training_interval counts env steps, update_interval counts collect-and-update cycles.
