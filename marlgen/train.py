@@ -20,7 +20,7 @@ from gymnasium import spaces
 from tianshou.algorithm import MultiAgentOffPolicyAlgorithm
 from tianshou.algorithm.multiagent.marl import MultiAgentOnPolicyAlgorithm
 from tianshou.data import Collector
-from tianshou.env import DummyVectorEnv, SubprocVectorEnv
+from tianshou.env import DummyVectorEnv, RayVectorEnv, SubprocVectorEnv
 from tianshou.trainer import OffPolicyTrainer, OffPolicyTrainerParams, OnPolicyTrainer, OnPolicyTrainerParams
 from tianshou.utils import TensorboardLogger
 from torch.utils.tensorboard import SummaryWriter
@@ -32,11 +32,23 @@ from marlgen.evaluate import TeamActor, modes_covered, steer
 from marlgen.lockstep import LockstepVectorEnv, TeamEnv, use_lockstep_policy
 from marlgen.rewards import objective
 
-VECTOR_ENVS = {"dummy": DummyVectorEnv, "subproc": SubprocVectorEnv}
+VECTOR_ENVS = {"dummy": DummyVectorEnv, "subproc": SubprocVectorEnv, "ray": RayVectorEnv}
 
 
 def make_vector_env(kind: str, env_fns: list):
-    """Tianshou's vector env ``train.vector_env`` names, over these env factories."""
+    """Tianshou's vector env ``train.vector_env`` names, over these env factories.
+
+    ``ray``: each env copy is a Ray actor. Tianshou starts a local Ray unless one is running in this
+    process; ``RAY_ADDRESS`` (e.g. ``auto``) points ``ray.init`` at an existing cluster instead.
+    """
+    if kind == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise RuntimeError(
+                "train.vector_env=ray needs Ray: pip install -e '.[ray]' (or pip install ray), "
+                "or pick train.vector_env=dummy or subproc"
+            ) from None
     return VECTOR_ENVS[kind](env_fns)
 
 
