@@ -155,22 +155,33 @@ def train_aec(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print
     venv = make_vector_env(cfg.train.vector_env, [functools.partial(make_aec_env, env_fn)] * n_copies)
     venv.seed([cfg.seed * 1000 + i for i in range(n_copies)])
 
-    agent_list = list(probe.agents)
-    turns = n_copies * len(agent_list)  # collects of whole rounds keep every round closed
+    turns = n_copies * len(probe.agents)  # collects of whole rounds keep every round closed
     schedule = Schedule.of(cfg, slots=n_copies, step_multiple=turns)
+    team = build_aec_team(cfg, probe, schedule.total, device)
+    try:
+        return fit(cfg, parts, team, venv, team.agents, schedule, run_dir, progress, log)
+    finally:
+        venv.close()
+
+
+def build_aec_team(cfg, probe: AecRouteEnv, total_steps: int, device: str) -> Team:
+    """One algorithm per agent (the critic's over its own action space), under Tianshou's dispatcher."""
     core = probe.env.unwrapped.env  # the CoverageEnv inside UniformSpaces
     algorithms = []
-    for agent in agent_list:
+    for agent in probe.agents:
         role = "critic" if agent == "critic" else "generator"
-        act_space = core.action_space(agent)  # the critic's own Discrete(len(bars))
         algorithms.append(
-            agents.build(agent_config(cfg, role), probe.observation_space, act_space, schedule.total, device)
+            agents.build(
+                agent_config(cfg, role),
+                probe.observation_space,
+                core.action_space(agent),
+                total_steps,
+                device,
+            )
         )
     multi = AecOnPolicy if agents.is_on_policy(cfg.agents.generator.algorithm) else AecOffPolicy
     algorithm = multi(algorithms=algorithms, env=probe)
     use_lockstep_policy(algorithm)
-    team = Team(algorithm, agent_list, share_generators=False, obs_width=probe.observation_space.shape[0])
-    try:
-        return fit(cfg, parts, team, venv, agent_list, schedule, run_dir, progress, log)
-    finally:
-        venv.close()
+    return Team(
+        algorithm, list(probe.agents), share_generators=False, obs_width=probe.observation_space.shape[0]
+    )
