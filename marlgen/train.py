@@ -26,21 +26,30 @@ from tianshou.utils import TensorboardLogger
 from torch.utils.tensorboard import SummaryWriter
 
 import agents
+from marlgen.batched import BatchedTeams
 from marlgen.buffers import SlotReplayBuffer
 from marlgen.build import Parts, make_env
-from marlgen.evaluate import TeamActor, modes_covered, steer
+from marlgen.evaluate import TeamActor, modes_covered, team_episodes
 from marlgen.lockstep import LockstepVectorEnv, TeamEnv, use_lockstep_policy
 from marlgen.rewards import objective
+
+EVAL_EPISODES = 20  # greedy episodes after each epoch: the history's episode_modes_covered
 
 VECTOR_ENVS = {"dummy": DummyVectorEnv, "subproc": SubprocVectorEnv, "ray": RayVectorEnv}
 
 
 def make_vector_env(kind: str, env_fns: list):
-    """Tianshou's vector env ``train.vector_env`` names, over these env factories.
+    """Tianshou's vector env ``train.vector_env`` names, over these env factories (``batched``,
+    marlgen's own, steps CoverageEnv copies only: see marlgen.batched).
 
     ``ray``: each env copy is a Ray actor. Tianshou starts a local Ray unless one is running in this
     process; ``RAY_ADDRESS`` (e.g. ``auto``) points ``ray.init`` at an existing cluster instead.
     """
+    if kind not in VECTOR_ENVS:
+        raise ValueError(
+            f"train.vector_env={kind!r} steps the lockstep route's env copies only; pick one of "
+            f"{', '.join(VECTOR_ENVS)} here"
+        )
     if kind == "ray":
         try:
             import ray  # noqa: F401
@@ -116,7 +125,10 @@ def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
     env_fn = functools.partial(make_env, cfg, parts, learn_judge)
     probe = TeamEnv(env_fn)
     n_copies = cfg.train.n_envs
-    team_venv = make_vector_env(cfg.train.vector_env, [functools.partial(TeamEnv, env_fn)] * n_copies)
+    if cfg.train.vector_env == "batched":  # every copy in one step (marlgen.batched)
+        team_venv = BatchedTeams(env_fn, n_copies)
+    else:
+        team_venv = make_vector_env(cfg.train.vector_env, [functools.partial(TeamEnv, env_fn)] * n_copies)
     team_venv.seed([cfg.seed * 1000 + i for i in range(n_copies)])
     share = cfg.agents.generator.share_parameters
     lockstep = LockstepVectorEnv(team_venv, probe.agents, share, probe.obs_width, probe.act_width)
@@ -200,7 +212,8 @@ def fit(cfg, parts: Parts, team: Team, venv, roles: list[str], schedule: Schedul
         trainer = quiet(OffPolicyTrainer)(algorithm, params)
 
     result = TrainResult(team)
-    eval_env = make_env(cfg, parts)
+    eval_env_fn = functools.partial(make_env, cfg, parts)  # judges do not learn while evaluated
+    n_modes = parts.assigner.n_modes
     best_score, best_state = -np.inf, None
     weights = {"coverage": cfg.env.reward.coverage, "entropy": cfg.env.reward.entropy}
     start = time.perf_counter()
@@ -210,7 +223,7 @@ def fit(cfg, parts: Parts, team: Team, venv, roles: list[str], schedule: Schedul
         epoch_start = time.perf_counter()
         trainer.execute_epoch()
         training_seconds += time.perf_counter() - epoch_start
-        _, histograms = steer(eval_env, team.actor(), cfg.env.episode_budget * 20, seed=10_000 + epoch)
+        histograms = team_episodes(eval_env_fn, team.actor(), EVAL_EPISODES, seed=10_000 + epoch)
         row = {
             "epoch": epoch,
             "env_steps": int(trainer._env_step),  # agent steps (transitions) collected so far
@@ -224,7 +237,7 @@ def fit(cfg, parts: Parts, team: Team, venv, roles: list[str], schedule: Schedul
         writer.add_scalar("eval/episode_modes_covered", row["episode_modes_covered"], row["env_steps"])
         log(
             f"epoch {epoch}/{cfg.train.epochs}: {row['env_steps']} agent steps, "
-            f"{row['episode_modes_covered']:.2f}/{eval_env.n_modes} modes per episode, {row['seconds']:.0f} s"
+            f"{row['episode_modes_covered']:.2f}/{n_modes} modes per episode, {row['seconds']:.0f} s"
         )
         if row["episode_objective"] > best_score:
             best_score, best_state = row["episode_objective"], role_states(algorithm, roles)

@@ -1,4 +1,5 @@
-"""Tianshou's vector envs (train.vector_env) train the same team: env copies are seeded alike in each."""
+"""Every train.vector_env trains the same team: env copies are seeded alike in each (Tianshou's dummy,
+subproc and ray, and marlgen.batched)."""
 
 import pytest
 import torch
@@ -32,6 +33,10 @@ def in_process(cache_dir, tmp_path_factory):
 
 def test_subprocess_envs_train_as_in_process_ones(in_process, cache_dir, tmp_path):
     assert_same(in_process, trained("subproc", cache_dir, tmp_path))
+
+
+def test_batched_copies_train_as_separate_envs(in_process, cache_dir, tmp_path):
+    assert_same(in_process, trained("batched", cache_dir, tmp_path))
 
 
 @pytest.mark.ray
