@@ -152,7 +152,11 @@ def train_aec(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print
     env_fn = functools.partial(make_env, cfg, parts, learn_judge)
     probe = make_aec_env(env_fn)
     n_copies = cfg.train.n_envs
-    venv = make_vector_env(cfg.train.vector_env, [functools.partial(make_aec_env, env_fn)] * n_copies)
+    kind = cfg.train.vector_env
+    if kind == "batched":  # BatchedTeams steps whole teams; AEC envs move one turn at a time
+        kind = "dummy"
+        log("AEC route: train.vector_env=batched applies to the lockstep route; stepping copies with dummy")
+    venv = make_vector_env(kind, [functools.partial(make_aec_env, env_fn)] * n_copies)
     venv.seed([cfg.seed * 1000 + i for i in range(n_copies)])
 
     turns = n_copies * len(probe.agents)  # collects of whole rounds keep every round closed
