@@ -14,7 +14,9 @@ other in this process:
 
 Reported: agent steps per second of training (collect and update; the per-epoch evaluation is left
 out), and the team's modes covered per episode in the per-epoch evaluation (20 held-out episodes,
-greedy), best and last epoch. Throughput ratios are against the AEC route at the same N and algorithm.
+greedy), best and last epoch. Ratios are against the AEC route at the same N and algorithm: of
+throughput, and of the training seconds to the first epoch at the best level every route reached
+(equal learning results).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ROUTES = {  # name: (trainer, overrides)
     "shared": (train, ["agents.generator.share_parameters=true"]),
     "per-agent": (train, ["agents.generator.share_parameters=false"]),
-    "aec": (train_aec, []),
+    "aec": (train_aec, ["train.vector_env=dummy"]),  # AEC envs move one turn at a time: nothing to batch
 }
 
 
@@ -66,7 +68,13 @@ def run(
         "best_modes": max(row["episode_modes_covered"] for row in result.history),
         "last_modes": last["episode_modes_covered"],
         "ceiling": min(parts.assigner.n_modes, 2 * n_agents),
+        "curve": [(row["training_seconds"], row["episode_modes_covered"]) for row in result.history],
     }
+
+
+def seconds_to(curve: list[tuple[float, float]], level: float) -> float:
+    """Training seconds at the first epoch whose evaluation covers at least ``level`` modes."""
+    return next((seconds for seconds, modes in curve if modes >= level), float("nan"))
 
 
 def main(argv=None) -> None:
@@ -75,10 +83,10 @@ def main(argv=None) -> None:
     )
     parser.add_argument("overrides", nargs="*", help="key=value for every run, e.g. cache_dir=/tmp/cache")
     parser.add_argument("--agents", nargs="*", type=int, default=[4, 16])
-    parser.add_argument("--algorithms", nargs="*", default=["ppo", "dqn"])
+    parser.add_argument("--algorithms", nargs="*", default=["ppo_fast", "dqn"], help="agent presets")
     parser.add_argument("--routes", nargs="*", choices=list(ROUTES), default=list(ROUTES))
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--steps-per-epoch", type=int, default=8192)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--steps-per-epoch", type=int, default=4096)
     args = parser.parse_args(argv)
     rows = []
     for algorithm in args.algorithms:
@@ -89,13 +97,17 @@ def main(argv=None) -> None:
                 results[route] = r
                 print(f"{algorithm} N={n} {route}: {r}", flush=True)
             base = results.get("aec")
+            level = min(r["best_modes"] for r in results.values())  # a result every route reached
             for r in results.values():
                 ratio = r["steps_per_s"] / base["steps_per_s"] if base else float("nan")
+                to_level = seconds_to(r["curve"], level)
+                speedup = seconds_to(base["curve"], level) / to_level if base else float("nan")
                 rows.append([r["algorithm"], r["N"], r["route"], r["agent_steps"], r["training_s"],
                              r["steps_per_s"], ratio, f"{r['best_modes']:.2f} / {r['last_modes']:.2f}",
-                             r["ceiling"]])  # fmt: skip
+                             r["ceiling"], f"{level:.2f}", to_level, speedup])  # fmt: skip
     header = ["algorithm", "N", "route", "agent steps", "training s", "agent steps/s", "x AEC",
-              "modes per episode (best / last epoch)", "max"]  # fmt: skip
+              "modes per episode (best / last epoch)", "max", "level all reached", "s to level",
+              "x AEC to level"]  # fmt: skip
     print("\n" + markdown_table(header, rows), flush=True)
 
 

@@ -57,8 +57,9 @@ def compare(cfg, parts, learn_judge=False, **env):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("credit", ["difference", "shared", "individual"])
-@pytest.mark.parametrize("action", ["discrete", "continuous"])
+@pytest.mark.parametrize(
+    "credit, action", [("difference", "discrete"), ("shared", "continuous"), ("individual", "discrete")]
+)
 def test_batched_copies_step_as_separate_envs(ring8, credit, action):
     cfg, parts = ring8
     compare(cfg, parts, action=action, reward={"credit": credit}, episode_budget=16)
