@@ -1,7 +1,7 @@
 """Env step against a bare decoder forward on the same number of latents, by agents and samples per agent.
 
     python benchmarks/env_step.py                      # toy grid-25 VAE, digits and CIFAR conv GANs
-    python benchmarks/env_step.py --only toy cache_dir=/tmp/cache
+    python benchmarks/env_step.py cache_dir=/tmp/cache --only toy
 
 For every (N generators, m samples per agent) the two contenders run in alternation (see
 benchmarks/timing.py): ``decoder``, the model's ``decode`` on N*m latents, and ``step``, one
@@ -9,11 +9,15 @@ benchmarks/timing.py): ``decoder``, the model's ``decode`` on N*m latents, and `
 envs are timed twice: as in evaluation, and as in training, where the discriminator judge also takes
 one gradient step per env step (``learn_judge``). Image models are briefly pretrained: a forward
 pass costs the same whatever the weights, and the figures are times, not quality.
+
+For the toy model a second table times ``BatchedTeams`` (training's K env copies stepped together)
+against the decoder on all K*N*m latents.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -23,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: this checkout first
 
 from benchmarks.timing import interleaved, markdown_table  # noqa: E402
+from marlgen.batched import BatchedTeams  # noqa: E402
 from marlgen.build import build_parts, make_env  # noqa: E402
 from marlgen.config import load_scenario  # noqa: E402
 
@@ -32,6 +37,7 @@ QUICK_IMAGES = [
     "modes.classifier.train_steps=100",
     "env.critic.disc_warmup_steps=20",
 ]
+BATCHED_GRID = [(16, 4, 1), (16, 16, 1), (16, 64, 1), (64, 4, 1), (16, 4, 4), (16, 16, 4)]
 CASES = {  # name: (scenario, overrides, (N, m) grid, learn_judge settings)
     "toy": (
         "scenarios/gmm_grid25.yaml",
@@ -79,6 +85,30 @@ def time_env(cfg, parts, n: int, m: int, learn_judge: bool, rounds: int) -> dict
     return {"N": n, "m": m, "samples": n * m, **t}
 
 
+def time_batched(cfg, parts, copies: int, n: int, m: int, rounds: int) -> dict:
+    """BatchedTeams (training's env copies, stepped together) against the decoder on all their latents."""
+    env_fn = functools.partial(make_env, cfg, parts, False, n_generators=n, samples_per_agent=m,
+                               episode_budget=n * m * 10_000)  # fmt: skip
+    venv = BatchedTeams(env_fn, copies)
+    venv.seed(list(range(copies)))
+    rng = np.random.default_rng(0)
+    n_actions = [venv.env.action_space(a).n for a in venv.agents]
+    actions = [np.stack([rng.integers(k, size=copies) for k in n_actions], 1)[..., None].astype(np.float32)
+               for _ in range(64)]  # fmt: skip
+    z = torch.from_numpy(rng.standard_normal((copies * n * m, venv.d)).astype(np.float32))
+    count = iter(range(10**9))
+
+    @torch.inference_mode()
+    def decoder():
+        venv.env.model.decode(z)
+
+    def step():
+        venv.step(actions[next(count) % len(actions)])
+
+    t = interleaved({"decoder": decoder, "step": step}, rounds)
+    return {"K": copies, "N": n, "m": m, "samples": copies * n * m, **t}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -106,6 +136,15 @@ def main(argv=None) -> None:
             title = f"{name} ({cfg.model.kind}, {scenario}{', judge learning' if learn_judge else ''})"
             print(f"\n### {title}\n")
             header = ["N", "m", "samples", "decoder us", "step us", "step/decoder", "samples/s", "steps/s"]
+            print(markdown_table(header, rows), flush=True)
+        if name == "toy" and not args.grid:
+            rows = []
+            for copies, n, m in BATCHED_GRID:
+                r = time_batched(cfg, parts, copies, n, m, args.rounds)
+                rows.append([r["K"], r["N"], r["m"], r["samples"], 1e6 * r["decoder"], 1e6 * r["step"],
+                             r["step"] / r["decoder"], r["samples"] / r["step"]])  # fmt: skip
+            print(f"\n### {name}, env copies stepped together (BatchedTeams, as in training)\n")
+            header = ["copies K", "N", "m", "samples", "decoder us", "step us", "step/decoder", "samples/s"]
             print(markdown_table(header, rows), flush=True)
 
 
