@@ -20,14 +20,26 @@ from tianshou.algorithm import PPO
 from tianshou.algorithm.modelfree.reinforce import DiscreteActorPolicy, ProbabilisticActorPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.highlevel.module.core import init_linear_orthogonal
-from tianshou.highlevel.params.dist_fn import DistributionFunctionFactoryIndependentGaussians
 from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorProbabilistic, ContinuousCritic
-from tianshou.utils.net.discrete import DiscreteActor, DiscreteCritic, dist_fn_categorical_from_logits
+from tianshou.utils.net.discrete import DiscreteActor, DiscreteCritic
 
 ON_POLICY = True
 MAX_GRAD_NORM = 0.5
 INITIAL_LOG_STD = -0.5  # Tianshou's Gaussian actor factory default: std ~0.6 in [-1, 1] units
+
+
+# Tianshou's distribution functions, without torch's argument checks: building a checked Categorical
+# over 256 anchors cost about 0.8 ms on this CPU, on every collector step and every minibatch. The
+# actor's outputs are finite logits, means and positive stds by construction.
+def categorical(logits: torch.Tensor) -> torch.distributions.Categorical:
+    return torch.distributions.Categorical(logits=logits, validate_args=False)
+
+
+def independent_gaussians(loc_scale: tuple[torch.Tensor, torch.Tensor]) -> torch.distributions.Distribution:
+    loc, scale = loc_scale
+    normal = torch.distributions.Normal(loc, scale, validate_args=False)
+    return torch.distributions.Independent(normal, 1, validate_args=False)
 
 
 def build(
@@ -56,7 +68,7 @@ def build(
         critic = DiscreteCritic(preprocess_net=body()).to(device)
         policy = DiscreteActorPolicy(
             actor=actor,
-            dist_fn=dist_fn_categorical_from_logits,
+            dist_fn=categorical,
             deterministic_eval=True,
             action_space=action_space,
             observation_space=observation_space,
@@ -76,7 +88,7 @@ def build(
             warnings.filterwarnings("ignore", message="action_scaling and action_bound_method")
             policy = ProbabilisticActorPolicy(
                 actor=actor,
-                dist_fn=DistributionFunctionFactoryIndependentGaussians._dist_fn,
+                dist_fn=independent_gaussians,
                 deterministic_eval=True,
                 action_space=action_space,
                 observation_space=observation_space,

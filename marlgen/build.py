@@ -36,8 +36,9 @@ def build_parts(cfg, progress: bool = True) -> Parts:
             return model.sample_prior(n, generator=generator).numpy()
 
     judge = make_judge(
-        cfg.env.critic, dataset, prior_samples, cfg.seed, features=getattr(assigner, "features", None)
-    )
+        cfg.env.critic, dataset, prior_samples, cfg.seed,
+        features=getattr(assigner, "features", None), nearest=getattr(assigner, "nearest", None),
+    )  # fmt: skip
     return Parts(dataset, model, assigner, judge)
 
 

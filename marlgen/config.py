@@ -162,7 +162,9 @@ class TrainConfig:
     steps_per_collect: int = 2048  # agent steps between updates (rounded up to a multiple of slots)
     batch_size: int = 512
     n_envs: int = 16  # env copies in the lockstep adapter: more slots per collector step, less overhead
-    vector_env: str = "dummy"  # dummy | subproc (tianshou vector env kind)
+    # batched: every env copy in one vectorised step (marlgen.batched) | Tianshou's vector envs: dummy,
+    # subproc, ray (pip install -e '.[ray]'); all train the same team, batched fastest on one machine
+    vector_env: str = "batched"
     checkpoint_every: int = 1  # epochs between policy checkpoints
     torch_threads: int = 1  # small nets: more threads only add contention on a laptop
 
@@ -203,7 +205,7 @@ CHOICES = {
     "env.critic.disc_input": ("auto", "pixels", "features"),
     "modes.assigner": ("auto", "mixture", "classifier", "kmeans"),
     "env.reward.credit": ("shared", "difference", "individual"),
-    "train.vector_env": ("dummy", "subproc"),
+    "train.vector_env": ("batched", "dummy", "subproc", "ray"),
 }
 POSITIVE = (
     "data.n_modes data.radius data.grid_size data.grid_spacing data.std data.n_train "

@@ -15,7 +15,7 @@ from torch import nn
 
 from marlgen.config import ConfigError
 from marlgen.errors import TrainingDiverged
-from marlgen.metrics import standardised_distance
+from marlgen.metrics import NearestMean
 
 
 class OracleJudge:
@@ -23,11 +23,13 @@ class OracleJudge:
 
     name = "oracle"
 
-    def __init__(self, means: np.ndarray, std: float):
+    def __init__(self, means: np.ndarray, std: float, nearest: NearestMean | None = None):
         self.means, self.std = means, std
+        self.nearest = nearest or NearestMean(means, std)  # the mode assigner's, to share its work
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        return np.clip(1.0 - standardised_distance(x, self.means, self.std) / 6.0, 0.0, 1.0)
+        score = 1.0 - self.nearest(x)[1] / 6.0
+        return np.minimum(np.maximum(score, 0.0, out=score), 1.0, out=score)  # np.clip, without its overhead
 
     def update(self, fake: np.ndarray, rng: np.random.Generator) -> None:
         """The truth does not learn."""
@@ -136,16 +138,19 @@ class FeatureJudge:
         self.inner.warm_up(lambda n: pool[rng.integers(len(pool), size=n)], steps, rng)
 
 
-def make_judge(critic_cfg, dataset, fake_sampler: Callable[[int], np.ndarray], seed: int, features=None):
+def make_judge(
+    critic_cfg, dataset, fake_sampler: Callable[[int], np.ndarray], seed: int, features=None, nearest=None
+):
     """The judge ``env.critic`` names. ``features``: the mode assigner's feature map (images), used by
-    the discriminator when ``disc_input`` is features (or auto on data without a known density)."""
+    the discriminator when ``disc_input`` is features (or auto on data without a known density).
+    ``nearest``: the mixture assigner's NearestMean, which the oracle shares (one computation a step)."""
     if critic_cfg.judge == "oracle":
         if not dataset.has_density:
             raise ConfigError(
                 f"env.critic.judge='oracle' needs a data source with a known density (toy mixtures); "
                 f"data.source={dataset.name!r} has none: use env.critic.judge=discriminator"
             )
-        return OracleJudge(dataset.means, dataset.std)
+        return OracleJudge(dataset.means, dataset.std, nearest)
     on_features = critic_cfg.disc_input == "features" or (
         critic_cfg.disc_input == "auto" and not dataset.has_density and features is not None
     )

@@ -38,12 +38,19 @@ class TeamActor:
         padded = np.zeros((len(self.agents), self.obs_width), dtype=np.float32)
         for i, a in enumerate(self.agents):
             padded[i, : len(obs[a])] = obs[a]
-        rows = np.array(
-            [{"agent_id": r, "obs": o} for r, o in zip(self.roles, padded, strict=True)], dtype=object
-        )
         self.policy.eval()
-        act = self.policy.map_action(self.policy(Batch(obs=rows, info={})).act)
+        batch = Batch(obs=Batch(agent_id=self.roles, obs=padded), info={})
+        act = self.policy.map_action(self.policy(batch).act)
         return {a: act[i] for i, a in enumerate(self.agents)}
+
+    @torch.no_grad()
+    def act_stacked(self, obs: np.ndarray) -> np.ndarray:
+        """(K, A, W) observations of K env copies (marlgen.batched) -> (K, A, action width) actions."""
+        k, n_agents = len(obs), len(self.agents)
+        self.policy.eval()
+        rows = Batch(agent_id=np.tile(self.roles, k), obs=np.asarray(obs).reshape(k * n_agents, -1))
+        act = self.policy.map_action(self.policy(Batch(obs=rows, info={})).act)
+        return np.asarray(act, dtype=np.float32).reshape(k, n_agents, -1)
 
 
 class RandomActor:
@@ -72,6 +79,20 @@ def steer(env, actor, budget: int, seed: int) -> tuple[Rollout, list[int]]:
         episode += 1
     cat = lambda field: np.concatenate([getattr(r, field) for r in records])[:budget]  # noqa: E731
     return Rollout(cat("samples"), cat("modes"), cat("accepted"), cat("agent")), histograms
+
+
+def team_episodes(env_fn, actor: TeamActor, episodes: int, seed: int) -> list[np.ndarray]:
+    """The team's final mode histogram in each of ``episodes`` greedy episodes, run side by side as
+    copies of one BatchedTeams (one decode and one policy pass per step for all of them). Episode e
+    is seeded seed + e, as ``steer`` seeds its episodes one after the other."""
+    from marlgen.batched import BatchedTeams
+
+    venv = BatchedTeams(env_fn, episodes)
+    obs, _ = venv.reset(seed=[seed + e for e in range(episodes)])
+    done = np.zeros(episodes, dtype=bool)
+    while not done.all():
+        obs, _, done, _, _ = venv.step(actor.act_stacked(obs))
+    return list(venv.team_hist.copy())
 
 
 def modes_covered(histograms: list[np.ndarray]) -> list[int]:

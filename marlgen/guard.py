@@ -40,11 +40,16 @@ def explain(err: Exception, algorithm, roles: list[str], cfg, where: str) -> Non
             "(found by Tianshou's check of the collected data); check the reward weights (env.reward) "
             "and any custom judge, mode assigner or model"
         ) from err
+    distribution = None
     found = re.search(r"of distribution (\w+)", first_line)
     if isinstance(err, ValueError) and found and "invalid values" in str(err):  # torch.distributions
+        distribution = found[1]
+    if isinstance(err, RuntimeError) and "probability tensor contains" in first_line:
+        distribution = "Categorical"  # agents.ppo samples without torch's argument checks: multinomial
+    if distribution:
         # Huge but finite weights overflow in the forward pass: the check above cannot see them.
         raise TrainingDiverged(
-            f"training diverged {where}: a policy's outputs became NaN or inf (its {found[1]} "
+            f"training diverged {where}: a policy's outputs became NaN or inf (its {distribution} "
             f"distribution got NaN parameters). "
             f"Lower agents.generator.lr (now {cfg.agents.generator.lr}) or agents.critic.lr "
             f"(now {cfg.agents.critic.lr}) and start a new run"

@@ -137,10 +137,12 @@ class LockstepVectorEnv:
             )
         return teams
 
-    def _slot_obs(self, obs: np.ndarray, teams: np.ndarray) -> np.ndarray:
+    def _slot_obs(self, obs: np.ndarray, teams: np.ndarray) -> Batch:
+        """Batch(agent_id=(slots,) roles, obs=(slots, W)): built once, not parsed from one dict per slot
+        (Tianshou stacks an object array of dicts key by key, which cost more than the env steps)."""
         obs = np.asarray(obs, dtype=np.float32).reshape(-1, self.obs_width)
         roles = self.slot_roles[(teams[:, None] * self.n_agents + np.arange(self.n_agents)).reshape(-1)]
-        return np.array([{"agent_id": r, "obs": o} for r, o in zip(roles, obs, strict=True)], dtype=object)
+        return Batch(agent_id=roles, obs=obs)
 
 
 def role_of(agent: str, share_generators: bool) -> str:

@@ -18,34 +18,46 @@ from marlgen.config import load_scenario, to_yaml
 @dataclass(frozen=True)
 class Method:
     description: str
-    overrides: tuple[str, ...] = ()  # trained methods: applied after the user's overrides
-    trained: bool = True
+    algorithm: str | None = "ppo"  # trained methods: the generators' algorithm (None: not trained)
+    overrides: tuple[str, ...] = ()  # applied after the user's overrides
+
+    @property
+    def trained(self) -> bool:
+        return self.algorithm is not None
 
 
 METHODS = {
-    "team_ppo": Method("the team: PPO generators and critic, difference rewards", ("agent=ppo",)),
-    "team_dqn": Method("the team with DQN generators and critic", ("agent=dqn",)),
+    "team_ppo": Method("the team: PPO generators and critic, difference rewards"),
+    "team_dqn": Method("the team with DQN generators and critic", "dqn"),
     "independent": Method(
         "independent learners: each generator rewarded only for what it alone covers (PPO)",
-        ("agent=ppo", "env.reward.credit=individual"),
+        overrides=("env.reward.credit=individual",),
     ),
     "single_agent": Method(
-        "one PPO generator holds the whole budget (one sample per step)", ("agent=ppo", "env.n_generators=1")
+        "one PPO generator holds the whole budget (one sample per step)", overrides=("env.n_generators=1",)
     ),
     "no_quality": Method(
         "the PPO team without the critic's quality term in the generators' reward",
-        ("agent=ppo", "env.reward.quality=0"),
+        overrides=("env.reward.quality=0",),
     ),
-    "prior": Method("the plain model sampled from its prior", trained=False),
-    "random": Method("random agents: uniformly random anchors and acceptance bars", trained=False),
-    "drs": Method("discriminator rejection sampling on the plain model (Azadi et al. 2019)", trained=False),
+    "prior": Method("the plain model sampled from its prior", None),
+    "random": Method("random agents: uniformly random anchors and acceptance bars", None),
+    "drs": Method("discriminator rejection sampling on the plain model (Azadi et al. 2019)", None),
 }
 
 
 def method_config(scenario: str, overrides: list[str], method: str, seed: int, job_dir: Path):
-    """The resolved config of one job; raises ConfigError for a scenario a method cannot run."""
-    extra = METHODS[method].overrides
-    return load_scenario(scenario, [*overrides, *extra, f"seed={seed}", f"out_dir={job_dir}"])
+    """The resolved config of one job; raises ConfigError for a scenario a method cannot run.
+
+    A scenario's own agent preset is kept when it trains the method's algorithm (grid-25's
+    ``ppo_fast`` stays ``ppo_fast`` for the PPO methods); otherwise the algorithm's preset
+    (``agent=dqn``) replaces it."""
+    spec = METHODS[method]
+    run = [f"seed={seed}", f"out_dir={job_dir}"]
+    cfg = load_scenario(scenario, [*overrides, *spec.overrides, *run])
+    if spec.trained and cfg.agents.generator.algorithm != spec.algorithm:
+        cfg = load_scenario(scenario, [*overrides, f"agent={spec.algorithm}", *spec.overrides, *run])
+    return cfg
 
 
 def run_job(scenario: str, overrides: list[str], method: str, seed: int, job_dir: str) -> dict:

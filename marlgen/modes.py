@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from marlgen.config import ConfigError
-from marlgen.metrics import assign_to_mixture
+from marlgen.metrics import NearestMean
 
 
 class MixtureModes:
@@ -22,9 +22,11 @@ class MixtureModes:
     def __init__(self, means: np.ndarray, std: float, hq_threshold: float = 3.0):
         self.means, self.std, self.hq_threshold = means, std, hq_threshold
         self.n_modes = len(means)
+        self.nearest = NearestMean(means, std)  # shared with the oracle judge (marlgen.build)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return assign_to_mixture(x, self.means, self.std, self.hq_threshold)
+        idx, dist = self.nearest(x)  # as metrics.assign_to_mixture, which the reports use
+        return np.where(dist < self.hq_threshold, idx, -1).astype(np.int64)
 
 
 class ClassifierModes:

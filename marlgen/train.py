@@ -18,20 +18,48 @@ import torch
 from gymnasium import spaces
 from tianshou.algorithm import MultiAgentOffPolicyAlgorithm
 from tianshou.algorithm.multiagent.marl import MultiAgentOnPolicyAlgorithm
-from tianshou.data import Collector, VectorReplayBuffer
-from tianshou.env import DummyVectorEnv, SubprocVectorEnv
+from tianshou.data import Collector
+from tianshou.env import DummyVectorEnv, RayVectorEnv, SubprocVectorEnv
 from tianshou.trainer import OffPolicyTrainer, OffPolicyTrainerParams, OnPolicyTrainer, OnPolicyTrainerParams
 from tianshou.utils import TensorboardLogger
 from torch.utils.tensorboard import SummaryWriter
 
 import agents
 from marlgen import atomic, checkpoint, guard
+from marlgen.batched import BatchedTeams
+from marlgen.buffers import SlotReplayBuffer
 from marlgen.build import Parts, make_env
-from marlgen.evaluate import TeamActor, modes_covered, steer
+from marlgen.evaluate import TeamActor, modes_covered, team_episodes
 from marlgen.lockstep import LockstepVectorEnv, TeamEnv, use_lockstep_policy
 from marlgen.rewards import objective
 
-VECTOR_ENVS = {"dummy": DummyVectorEnv, "subproc": SubprocVectorEnv}
+EVAL_EPISODES = 20  # greedy episodes after each epoch: the history's episode_modes_covered
+
+VECTOR_ENVS = {"dummy": DummyVectorEnv, "subproc": SubprocVectorEnv, "ray": RayVectorEnv}
+
+
+def make_vector_env(kind: str, env_fns: list):
+    """Tianshou's vector env ``train.vector_env`` names, over these env factories (``batched``,
+    marlgen's own, steps CoverageEnv copies only: see marlgen.batched).
+
+    ``ray``: each env copy is a Ray actor. Tianshou starts a local Ray unless one is running in this
+    process; ``RAY_ADDRESS`` (e.g. ``auto``) points ``ray.init`` at an existing cluster instead.
+    """
+    if kind not in VECTOR_ENVS:
+        raise ValueError(
+            f"train.vector_env={kind!r} steps the lockstep route's env copies only; pick one of "
+            f"{', '.join(VECTOR_ENVS)} here"
+        )
+    if kind == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise RuntimeError(
+                "train.vector_env=ray needs Ray: pip install -e '.[ray]' (or pip install ray), "
+                "or pick train.vector_env=dummy or subproc"
+            ) from None
+    return VECTOR_ENVS[kind](env_fns)
+
 
 # Each slot's reward is a vector (one column per role, see marlgen.lockstep); Tianshou's collector
 # summarises those returns before the trainer's multi_agent_return_reduction and warns each time.
@@ -92,43 +120,81 @@ def build_team(cfg, env, lockstep: LockstepVectorEnv, total_steps: int, device: 
 def train(
     cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print, saved: dict | None = None
 ) -> TrainResult:
-    """Train the team; ``saved``: a checkpoint to continue from (marlgen.checkpoint.latest)."""
-    checkpoint_path = checkpoint.path_in(run_dir)
+    """Train the team through the lockstep adapter (marlgen.lockstep); ``saved``: a checkpoint to
+    continue from (marlgen.checkpoint.latest)."""
     device = resolve_device(cfg.device)
+    seed_everything(cfg)
+    learn_judge = cfg.env.critic.judge == "discriminator"
+    env_fn = functools.partial(make_env, cfg, parts, learn_judge)
+    probe = TeamEnv(env_fn)
+    n_copies = cfg.train.n_envs
+    if cfg.train.vector_env == "batched":  # every copy in one step (marlgen.batched)
+        team_venv = BatchedTeams(env_fn, n_copies)
+    else:
+        team_venv = make_vector_env(cfg.train.vector_env, [functools.partial(TeamEnv, env_fn)] * n_copies)
+    team_venv.seed([cfg.seed * 1000 + i for i in range(n_copies)])
+    share = cfg.agents.generator.share_parameters
+    lockstep = LockstepVectorEnv(team_venv, probe.agents, share, probe.obs_width, probe.act_width)
+
+    schedule = Schedule.of(cfg, slots=lockstep.env_num)
+    team = build_team(cfg, probe.env, lockstep, schedule.total, device)
+    try:
+        return fit(
+            cfg, parts, team, lockstep, lockstep.roles, schedule, run_dir, progress, log, team_venv, saved
+        )
+    finally:
+        lockstep.close()
+
+
+def seed_everything(cfg) -> None:
     torch.set_num_threads(cfg.train.torch_threads)
     # Tianshou samples actions (torch), epsilon draws and replay minibatches (numpy) from the global
     # generators: seed both so a seed fixes the run.
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    learn_judge = cfg.env.critic.judge == "discriminator"
-    env_fn = functools.partial(make_env, cfg, parts, learn_judge)
-    probe = TeamEnv(env_fn)
-    n_copies = cfg.train.n_envs
-    team_venv = VECTOR_ENVS[cfg.train.vector_env]([functools.partial(TeamEnv, env_fn)] * n_copies)
-    team_venv.seed([cfg.seed * 1000 + i for i in range(n_copies)])
-    share = cfg.agents.generator.share_parameters
-    lockstep = LockstepVectorEnv(team_venv, probe.agents, share, probe.obs_width, probe.act_width)
 
-    slots = lockstep.env_num
-    per_collect = _round_up(cfg.train.steps_per_collect, slots)
-    per_epoch = _round_up(cfg.train.steps_per_epoch, per_collect)
-    total_steps = per_epoch * cfg.train.epochs
-    team = build_team(cfg, probe.env, lockstep, total_steps, device)
+
+@dataclass
+class Schedule:
+    """Agent steps (transitions) per collect, per epoch and in all; a collect steps every slot alike."""
+
+    slots: int
+    per_collect: int
+    per_epoch: int
+    total: int
+
+    @classmethod
+    def of(cls, cfg, slots: int, step_multiple: int | None = None) -> Schedule:
+        multiple = step_multiple or slots
+        per_collect = _round_up(cfg.train.steps_per_collect, multiple)
+        per_epoch = _round_up(cfg.train.steps_per_epoch, per_collect)
+        return cls(slots, per_collect, per_epoch, per_epoch * cfg.train.epochs)
+
+
+def fit(cfg, parts: Parts, team: Team, venv, roles: list[str], schedule: Schedule, run_dir: Path,
+        progress: bool, log, state_venv=None, saved: dict | None = None) -> TrainResult:  # fmt: skip
+    """Tianshou's collector and trainer over ``venv``, one epoch at a time, each followed by a
+    small-budget evaluation and a checkpoint; the best epoch's policy is kept (shared by the
+    lockstep route and the AEC baseline, marlgen.aec).
+
+    ``state_venv``: the vector env whose copies hold the env state a training checkpoint saves
+    (marlgen.checkpoint); None writes no training checkpoints (the AEC baseline, whose AEC wrappers
+    keep turn state of their own)."""
     algorithm = team.algorithm
     on_policy = isinstance(algorithm, MultiAgentOnPolicyAlgorithm)
-
-    buffer_size = per_collect if on_policy else max(cfg.agents.generator.buffer_size, slots)
-    collector = Collector(algorithm, lockstep, VectorReplayBuffer(buffer_size, slots), exploration_noise=True)
+    slots = schedule.slots
+    buffer_size = schedule.per_collect if on_policy else max(cfg.agents.generator.buffer_size, slots)
+    collector = Collector(algorithm, venv, SlotReplayBuffer(buffer_size, slots), exploration_noise=True)
     collector.reset()
     writer = SummaryWriter(str(run_dir / "tensorboard"))
     # training_interval counts env steps, update_interval counts collect-and-update cycles.
-    logger = TensorboardLogger(writer, training_interval=per_collect, update_interval=1)
+    logger = TensorboardLogger(writer, training_interval=schedule.per_collect, update_interval=1)
 
     def training_fn(epoch: int, env_step: int) -> None:
         # Called before each collect, so after each update: a NaN stops training here, not at the epoch's end.
-        guard.check_team(algorithm, lockstep.roles, cfg, f"in epoch {epoch}{_kept(history, cfg)}")
-        progress_fraction = min(env_step / total_steps, 1.0)
-        for role in lockstep.roles:
+        guard.check_team(algorithm, roles, cfg, f"in epoch {epoch}{_kept(history, cfg)}")
+        progress_fraction = min(env_step / schedule.total, 1.0)
+        for role in roles:
             sub = algorithm.get_algorithm(role)
             agents.exploration_schedule(sub, agent_config(cfg, role), progress_fraction)
 
@@ -136,8 +202,8 @@ def train(
         training_collector=collector,
         test_collector=None,  # evaluated below with our own rollout (DESIGN.md, "Traps")
         max_epochs=cfg.train.epochs,
-        epoch_num_steps=per_epoch,
-        collection_step_num_env_steps=per_collect,
+        epoch_num_steps=schedule.per_epoch,
+        collection_step_num_env_steps=schedule.per_collect,
         batch_size=cfg.train.batch_size,
         training_fn=training_fn,
         logger=logger,
@@ -156,10 +222,12 @@ def train(
         )
         trainer = quiet(OffPolicyTrainer)(algorithm, params)
 
-    training = Training(algorithm, lockstep.roles, collector, trainer, team_venv)
+    training = Training(algorithm, roles, collector, trainer, state_venv)
+    checkpoint_path = checkpoint.path_in(run_dir)
     history: list[dict] = []  # one row per epoch (the training_fn above reads it)
     best = {"score": -np.inf, "roles": None}  # the best epoch's objective and role states
-    eval_env = make_env(cfg, parts)
+    eval_env_fn = functools.partial(make_env, cfg, parts)  # judges do not learn while evaluated
+    n_modes = parts.assigner.n_modes
     weights = {"coverage": cfg.env.reward.coverage, "entropy": cfg.env.reward.entropy}
     trainer.reset(reset_collectors=False)
     first = 1
@@ -168,19 +236,23 @@ def train(
         history, best, first = saved["history"], saved["best"], saved["epoch"] + 1
         log(f"resuming after epoch {saved['epoch']}/{cfg.train.epochs} from {checkpoint_path}")
     start = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
+    training_seconds = history[-1]["training_seconds"] if history else 0.0
     for epoch in range(first, cfg.train.epochs + 1):
         where = f"in epoch {epoch}"
+        epoch_start = time.perf_counter()
         try:
             trainer.execute_epoch()
         except Exception as err:
-            guard.explain(err, algorithm, lockstep.roles, cfg, f"{where}{_kept(history, cfg)}")
+            guard.explain(err, algorithm, roles, cfg, f"{where}{_kept(history, cfg)}")
             raise
-        guard.check_team(algorithm, lockstep.roles, cfg, f"{where}{_kept(history, cfg)}")
-        _, histograms = steer(eval_env, team.actor(), cfg.env.episode_budget * 20, seed=10_000 + epoch)
+        training_seconds += time.perf_counter() - epoch_start
+        guard.check_team(algorithm, roles, cfg, f"{where}{_kept(history, cfg)}")
+        histograms = team_episodes(eval_env_fn, team.actor(), EVAL_EPISODES, seed=10_000 + epoch)
         row = {
             "epoch": epoch,
             "env_steps": int(trainer._env_step),  # agent steps (transitions) collected so far
             "seconds": round(time.perf_counter() - start, 2),
+            "training_seconds": round(training_seconds, 2),  # collect and update only, no evaluation
             "episode_modes_covered": float(np.mean(modes_covered(histograms))),
             # The team objective (coverage + evenness) per episode: what selects the best epoch.
             "episode_objective": float(np.mean([objective(h, **weights) for h in histograms])),
@@ -189,27 +261,24 @@ def train(
         writer.add_scalar("eval/episode_modes_covered", row["episode_modes_covered"], row["env_steps"])
         log(
             f"epoch {epoch}/{cfg.train.epochs}: {row['env_steps']} agent steps, "
-            f"{row['episode_modes_covered']:.2f}/{eval_env.n_modes} modes per episode, {row['seconds']:.0f} s"
+            f"{row['episode_modes_covered']:.2f}/{n_modes} modes per episode, {row['seconds']:.0f} s"
         )
         if row["episode_objective"] > best["score"]:
-            best = {"score": row["episode_objective"], "roles": role_states(algorithm, lockstep.roles)}
+            best = {"score": row["episode_objective"], "roles": role_states(algorithm, roles)}
             row["best"] = True
-        if epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs:
+        if state_venv is not None and (epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs):
             checkpoint.save(checkpoint_path, cfg, training, epoch, history, best)
     result = TrainResult(team, history, time.perf_counter() - start)
     last = history[-1]
-    save_checkpoint(
-        run_dir / "checkpoints" / "policy.pt", algorithm, lockstep.roles, last["epoch"], last["env_steps"]
-    )
+    save_checkpoint(run_dir / "checkpoints" / "policy.pt", algorithm, roles, last["epoch"], last["env_steps"])
     # Evaluate the epoch with the best team objective on held-out episodes (Tianshou's save_best
     # idea): PPO's last update can undo a good policy, and the final figures should not hinge on it.
     for role, state in best["roles"].items():
         algorithm.get_algorithm(role).load_state_dict(copy.copy(state))
-    save_checkpoint(run_dir / "checkpoints" / "best.pt", algorithm, lockstep.roles, 0, 0)
+    save_checkpoint(run_dir / "checkpoints" / "best.pt", algorithm, roles, 0, 0)
     best_row = max(history, key=lambda row: row["episode_objective"])
     log(f"evaluating epoch {best_row['epoch']}'s policy, the best on held-out episodes")
     writer.close()
-    lockstep.close()
     return result
 
 
@@ -221,7 +290,7 @@ class Training:
     roles: list[str]
     collector: Collector
     trainer: object
-    venv: object  # the Tianshou vector env of TeamEnv copies
+    venv: object  # the env copies (BatchedTeams, or a Tianshou vector env of TeamEnv copies)
 
 
 def _kept(history: list[dict], cfg) -> str:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 
 import marlgen.checkpoint
@@ -20,7 +21,9 @@ from tests.conftest import ROOT, run_args
 def figures(run_dir):
     """What must not change when a run is resumed: metrics, per-epoch history, final and best weights."""
     state = torch.load(run_dir / "checkpoints/training.pt", weights_only=False)
-    history = [{k: v for k, v in row.items() if k != "seconds"} for row in state["history"]]
+    history = [
+        {k: v for k, v in row.items() if k not in ("seconds", "training_seconds")} for row in state["history"]
+    ]
     weights = {name: torch.load(run_dir / "checkpoints" / name)["roles"] for name in ("policy.pt", "best.pt")}
     return json.loads((run_dir / "metrics.json").read_text()), history, weights
 
@@ -175,9 +178,12 @@ def test_diverging_judge_gets_one_clear_message(tmp_path, cache_dir, capsys):
 
 
 def test_nan_rewards_get_one_clear_message(tmp_path, cache_dir, capsys, monkeypatch):
+    import marlgen.batched
     import marlgen.env
 
     monkeypatch.setattr(marlgen.env, "critic_reward", lambda *args: float("nan"))
+    nan_rewards = lambda accepted, *args: np.full(len(accepted), np.nan)  # noqa: E731
+    monkeypatch.setattr(marlgen.batched, "critic_rewards", nan_rewards)  # the default vector env's
     out = tmp_path / "run"
     assert main(run_args(out, cache_dir)) == 1
     err = capsys.readouterr().err
@@ -193,7 +199,7 @@ def test_reused_run_directory_drops_the_old_runs_outputs(tmp_path, cache_dir, re
 
     out = tmp_path / "run"
     shutil.copytree(reference("ppo"), out)
-    monkeypatch.setattr(marlgen.train, "steer", crash)
+    monkeypatch.setattr(marlgen.train, "team_episodes", crash)
     assert main(run_args(out, cache_dir)) == 1
     assert status(out) == "failed"
     assert not (out / "report.md").exists() and not (out / "metrics.json").exists()

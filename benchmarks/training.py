@@ -1,0 +1,115 @@
+"""Training throughput and learning side by side: shared parameters, per-agent policies, the AEC route.
+
+    python benchmarks/training.py cache_dir=/tmp/cache
+    python benchmarks/training.py cache_dir=/tmp/cache --agents 16 --algorithms ppo --routes shared aec
+
+Every run trains the grid-25 scenario with N generators on episodes of two env steps (2N samples),
+for the same budget of agent steps (transitions: one per agent per env step), one run after the
+other in this process:
+
+- ``shared``: the lockstep adapter, one network for all generators (marlgen.train);
+- ``per-agent``: the lockstep adapter, one network per generator;
+- ``aec``: Tianshou's own route, one network per agent, one collector step per agent's turn
+  (marlgen.aec).
+
+Reported: agent steps per second of training (collect and update; the per-epoch evaluation is left
+out), and the team's modes covered per episode in the per-epoch evaluation (20 held-out episodes,
+greedy), best and last epoch. Ratios are against the AEC route at the same N and algorithm: of
+throughput, and of the training seconds to the first epoch at the best level every route reached
+(equal learning results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: this checkout first
+
+from benchmarks.timing import markdown_table  # noqa: E402
+from marlgen.aec import train_aec  # noqa: E402
+from marlgen.build import build_parts  # noqa: E402
+from marlgen.config import load_scenario  # noqa: E402
+from marlgen.train import train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+ROUTES = {  # name: (trainer, overrides)
+    "shared": (train, ["agents.generator.share_parameters=true"]),
+    "per-agent": (train, ["agents.generator.share_parameters=false"]),
+    "aec": (train_aec, ["train.vector_env=dummy"]),  # AEC envs move one turn at a time: nothing to batch
+}
+
+
+def run(
+    route: str, n_agents: int, algorithm: str, epochs: int, steps_per_epoch: int, overrides: list[str]
+) -> dict:
+    trainer, extra = ROUTES[route]
+    cfg = load_scenario(
+        ROOT / "scenarios/gmm_grid25.yaml",
+        [f"agent={algorithm}", f"env.n_generators={n_agents}", f"env.episode_budget={2 * n_agents}",
+         f"train.epochs={epochs}", f"train.steps_per_epoch={steps_per_epoch}", *extra, *overrides],
+    )  # fmt: skip
+    parts = build_parts(cfg, progress=False)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = trainer(cfg, parts, Path(run_dir), progress=False, log=lambda *a: None)
+    last = result.history[-1]
+    return {
+        "route": route,
+        "N": n_agents,
+        "algorithm": algorithm,
+        "agent_steps": last["env_steps"],
+        "training_s": last["training_seconds"],
+        "wall_s": time.perf_counter() - start,
+        "steps_per_s": last["env_steps"] / last["training_seconds"],
+        "best_modes": max(row["episode_modes_covered"] for row in result.history),
+        "last_modes": last["episode_modes_covered"],
+        "ceiling": min(parts.assigner.n_modes, 2 * n_agents),
+        "curve": [(row["training_seconds"], row["episode_modes_covered"]) for row in result.history],
+    }
+
+
+def seconds_to(curve: list[tuple[float, float]], level: float) -> float:
+    """Training seconds at the first epoch whose evaluation covers at least ``level`` modes."""
+    return next((seconds for seconds, modes in curve if modes >= level), float("nan"))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("overrides", nargs="*", help="key=value for every run, e.g. cache_dir=/tmp/cache")
+    parser.add_argument("--agents", nargs="*", type=int, default=[4, 16])
+    parser.add_argument("--algorithms", nargs="*", default=["ppo_fast", "dqn"], help="agent presets")
+    parser.add_argument("--routes", nargs="*", choices=list(ROUTES), default=list(ROUTES))
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--steps-per-epoch", type=int, default=4096)
+    args = parser.parse_args(argv)
+    rows = []
+    for algorithm in args.algorithms:
+        for n in args.agents:
+            results = {}
+            for route in args.routes:
+                r = run(route, n, algorithm, args.epochs, args.steps_per_epoch, args.overrides)
+                results[route] = r
+                print(f"{algorithm} N={n} {route}: {r}", flush=True)
+            base = results.get("aec")
+            level = min(r["best_modes"] for r in results.values())  # a result every route reached
+            for r in results.values():
+                ratio = r["steps_per_s"] / base["steps_per_s"] if base else float("nan")
+                to_level = seconds_to(r["curve"], level)
+                speedup = seconds_to(base["curve"], level) / to_level if base else float("nan")
+                rows.append([r["algorithm"], r["N"], r["route"], r["agent_steps"], r["training_s"],
+                             r["steps_per_s"], ratio, f"{r['best_modes']:.2f} / {r['last_modes']:.2f}",
+                             r["ceiling"], f"{level:.2f}", to_level, speedup])  # fmt: skip
+    header = ["algorithm", "N", "route", "agent steps", "training s", "agent steps/s", "x AEC",
+              "modes per episode (best / last epoch)", "max", "level all reached", "s to level",
+              "x AEC to level"]  # fmt: skip
+    print("\n" + markdown_table(header, rows), flush=True)
+
+
+if __name__ == "__main__":
+    main()

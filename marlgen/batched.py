@@ -1,0 +1,164 @@
+"""Env copies stepped as one: the lockstep adapter's default vector env (``train.vector_env=batched``).
+
+Training runs K copies of CoverageEnv (``train.n_envs``). Tianshou's ``DummyVectorEnv`` steps them
+one after the other: K decoder passes of N*m latents and K rounds of small numpy calls per collector
+step, where a step of a toy env costs a few hundred microseconds of fixed overhead. ``BatchedTeams``
+keeps the K copies' state in arrays with a leading copy axis and steps them together: one decoder
+pass over all K*N*m latents, one mode assignment, rewards and observations computed for every copy
+at once.
+
+Each copy stays what it would be alone: its own random stream (seeded like Tianshou seeds its
+workers), its own histograms and clock, the same reward formulas (marlgen.rewards works on leading
+copy axes). A judge that learns (a discriminator) is scored and updated copy by copy, in the order
+DummyVectorEnv would, since each update changes the next copy's scores. Training with it gives the
+same team as with ``dummy`` (tests/test_vector_envs.py), up to the floating-point rounding of a
+decoder pass on a larger batch.
+
+It speaks the part of Tianshou's vector-env interface that marlgen.lockstep uses: observations
+(K, A, W), rewards (K, A), one done flag per copy, for the agents of CoverageEnv.possible_agents.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+from gymnasium.utils import seeding
+
+from marlgen.env import SCORE_BINS, score_histograms
+from marlgen.rewards import critic_rewards, generator_rewards, per_agent_counts
+
+
+class BatchedTeams:
+    def __init__(self, env_fn, n_copies: int):
+        self.env = env = env_fn()  # one real CoverageEnv: spaces, anchors, model, judge, settings
+        self.k = n_copies
+        self.agents = list(env.possible_agents)
+        self.n, self.m, self.d, self.n_modes = env.n_gen, env.m, env.latent_dim, env.n_modes
+        self.obs_width = max(env.observation_space(a).shape[0] for a in self.agents)
+        self.rngs = [seeding.np_random(None)[0] for _ in range(n_copies)]
+        self.t = np.zeros(n_copies, dtype=np.int64)
+        self.team_hist = np.zeros((n_copies, self.n_modes), dtype=np.int64)
+        self.own_hist = np.zeros((n_copies, self.n, self.n_modes), dtype=np.int64)
+        self.own_accepted = np.ones((n_copies, self.n))
+        self.score_hist = np.zeros((n_copies, SCORE_BINS))
+        self.step_accepted = np.ones(n_copies)
+
+    def __len__(self) -> int:
+        return self.k
+
+    def seed(self, seed=None):
+        seeds = list(seed) if isinstance(seed, list | tuple | np.ndarray) else [seed] * self.k
+        for i, s in enumerate(seeds):  # as Tianshou's workers do: reset with the seed
+            self.rngs[i] = seeding.np_random(s)[0]
+            self._reset_copy(i)
+        return seeds
+
+    def reset(self, env_id=None, **kwargs):
+        ids = self._ids(env_id)
+        seed = kwargs.get("seed")
+        for j, i in enumerate(ids):
+            if seed is not None:
+                self.rngs[i] = seeding.np_random(seed[j] if np.ndim(seed) else seed)[0]
+            self._reset_copy(i)
+        return self._observations(ids), [{} for _ in ids]
+
+    def step(self, action: np.ndarray, env_id=None):
+        env, ids = self.env, self._ids(env_id)
+        n, m, d, k = self.n, self.m, self.d, len(ids)
+        action = np.asarray(action)  # (K, N + 1, act_width), as marlgen.lockstep pads it
+        if env.discrete:
+            centres = env.anchors[action[:, :n, 0].astype(np.int64)]  # int(), as TeamEnv unpads
+            bars = env.bars[action[:, n, 0].astype(np.int64)]
+        else:
+            r = env.anchor_range
+            centres = np.clip(action[:, :n, :d].astype(np.float32), -r, r)
+            bars = np.clip(action[:, n, 0].astype(np.float32).astype(np.float64), 0.0, 1.0)
+        noise = np.stack([self.rngs[i].standard_normal((n, m, d)) for i in ids])  # each copy's stream
+        z = centres[:, :, None, :] + env.latent_spread * noise  # (K, N, m, d)
+        x = env.decode(z.reshape(k * n * m, d))  # one pass for every agent of every copy
+        per_copy = x.reshape(k, n * m, *x.shape[1:])
+        if env.learn_judge:  # copy by copy, as DummyVectorEnv: each update moves the next copy's scores
+            scores = np.empty((k, n * m))
+            for j, i in enumerate(ids):
+                scores[j] = env.judge.score(per_copy[j])
+                env.judge.update(per_copy[j], self.rngs[i])
+        else:
+            scores = env.judge.score(x).reshape(k, n * m)
+        accepted = scores >= bars[:, None]  # (K, N*m)
+        modes = env.assigner(x).reshape(k, n * m)
+        delivered = np.where(accepted, modes, -1).reshape(k * n, m)
+        counts = per_agent_counts(delivered, self.n_modes).reshape(k, n, self.n_modes)
+        accepted_fraction = accepted.reshape(k, n, m).sum(-1) / m  # (K, N)
+
+        team, own = self.team_hist[ids], self.own_hist[ids]
+        rewards = np.empty((k, n + 1), dtype=np.float32)
+        rewards[:, :n] = generator_rewards(team, own, counts, accepted_fraction, env.reward_cfg)
+        rewards[:, n] = critic_rewards(accepted, modes >= 0, env.false_accept_cost, env.false_reject_cost)
+
+        self.team_hist[ids] = team + counts.sum(1)
+        self.own_hist[ids] = own + counts
+        self.own_accepted[ids] = accepted_fraction
+        self.score_hist[ids] = score_histograms(scores)
+        self.step_accepted[ids] = accepted.sum(1) / (n * m)
+        self.t[ids] += 1
+        done = self.t[ids] >= env.n_steps
+        return self._observations(ids), rewards, done, np.zeros(k, dtype=bool), [{} for _ in ids]
+
+    def close(self) -> None:
+        pass
+
+    # Checkpoints (marlgen.checkpoint) fetch and put back each copy's state as Tianshou vector envs
+    # offer it: one ``checkpoint_state`` per copy, shaped as a lone CoverageEnv's.
+    COPY_STATE = ("t", "team_hist", "own_hist", "own_accepted", "score_hist", "step_accepted")
+
+    def get_env_attr(self, key: str, id=None) -> list:
+        if key != "checkpoint_state":
+            return [getattr(self.env, key) for _ in self._ids(id)]
+        return [self._copy_state(i) for i in self._ids(id)]
+
+    def _copy_state(self, i: int) -> dict:
+        state = {k: copy.deepcopy(getattr(self, k)[i]) for k in self.COPY_STATE}
+        state["np_random"] = copy.deepcopy(self.rngs[i])
+        if self.env.learn_judge:  # one judge for every copy, as make_env shares it under DummyVectorEnv
+            state["judge"] = self.env.judge.state_dict()
+        return state
+
+    def set_env_attr(self, key: str, value, id=None) -> None:
+        if key != "checkpoint_state":
+            raise AttributeError(f"BatchedTeams sets checkpoint_state only, not {key!r}")
+        state = dict(value)
+        if "judge" in state:
+            self.env.judge.load_state_dict(state.pop("judge"))
+        for i in self._ids(id):
+            self.rngs[i] = copy.deepcopy(state["np_random"])
+            for k in self.COPY_STATE:
+                getattr(self, k)[i] = state[k]
+
+    def _ids(self, env_id) -> np.ndarray:
+        return np.arange(self.k) if env_id is None else np.atleast_1d(np.asarray(env_id, dtype=np.int64))
+
+    def _reset_copy(self, i: int) -> None:
+        self.t[i] = 0
+        self.team_hist[i] = 0
+        self.own_hist[i] = 0
+        self.own_accepted[i] = 1.0
+        self.score_hist[i] = 0.0
+        self.step_accepted[i] = 1.0
+
+    def _observations(self, ids: np.ndarray) -> np.ndarray:
+        """(K, N + 1, W) float32: what TeamEnv stacks from each copy's CoverageEnv observations."""
+        n, k = self.n, self.n_modes
+        scale = k / self.env.budget
+        time_left = 1.0 - self.t[ids] / self.env.n_steps  # (K,)
+        obs = np.zeros((len(ids), n + 1, self.obs_width), dtype=np.float32)
+        gen = obs[:, :n, : 2 * k + n + 2]
+        gen[:] = self.env._gen_obs_template  # the one-hot ids
+        gen[:, :, :k] = np.minimum(self.team_hist[ids] * scale, k)[:, None, :]
+        gen[:, :, k : 2 * k] = np.minimum(self.own_hist[ids] * scale, k)
+        gen[:, :, -2] = time_left[:, None]
+        gen[:, :, -1] = self.own_accepted[ids]
+        obs[:, n, :SCORE_BINS] = self.score_hist[ids]
+        obs[:, n, SCORE_BINS] = self.step_accepted[ids]
+        obs[:, n, SCORE_BINS + 1] = time_left
+        return obs
