@@ -64,35 +64,53 @@ def run_job(scenario: str, overrides: list[str], method: str, seed: int, job_dir
     """Train (if needed) and evaluate one method for one seed -> {method, seed, figures, history, ...}.
 
     Runs in a worker process (or a Ray task), so it takes and returns plain data. A job whose
-    directory already holds a complete result for the same config is not run again: an interrupted
-    comparison picks up where it stopped.
+    directory already holds a complete result for the same config is not run again, and a trained
+    job stopped mid-training continues from its last training checkpoint (as ``marlgen.run
+    --resume``): an interrupted comparison picks up where it stopped.
     """
+    from marlgen import atomic
     from marlgen.report import json_safe
-    from marlgen.run import make_run_dir, set_status
+    from marlgen.run import make_run_dir, set_status, start_run_dir
 
     job_dir = Path(job_dir)
     cfg = method_config(scenario, overrides, method, seed, job_dir)
     done = job_dir / "result.json"
-    if done.is_file() and (job_dir / "config.yaml").read_text() == to_yaml(cfg):
+    recorded = job_dir / "config.yaml"
+    same_config = recorded.is_file() and recorded.read_text() == to_yaml(cfg)
+    if done.is_file() and same_config:
         return json.loads(done.read_text())
-    make_run_dir(cfg)
+    saved = _saved_training(cfg, job_dir) if same_config else None
+    if saved is None:
+        make_run_dir(cfg)  # a fresh start: clears another config's checkpoints
+    else:
+        start_run_dir(job_dir, cfg)
     done.unlink(missing_ok=True)
     start = time.perf_counter()
     try:
-        result = _run(cfg, method, job_dir)
+        result = _run(cfg, method, job_dir, saved)
     except BaseException as err:
         set_status(job_dir, "failed", f"{type(err).__name__}: {err}")
         raise
     result.update(method=method, seed=seed, seconds=round(time.perf_counter() - start, 2))
     result["n_agents"] = cfg.env.n_generators + 1
-    tmp = done.with_suffix(".tmp")
-    tmp.write_text(json.dumps(json_safe(result), indent=2) + "\n")
-    tmp.replace(done)
+    atomic.write_text(done, json.dumps(json_safe(result), indent=2) + "\n")
     set_status(job_dir, "complete", "")
     return result
 
 
-def _run(cfg, method: str, job_dir: Path) -> dict:
+def _saved_training(cfg, job_dir: Path) -> dict | None:
+    """The job's training checkpoint, or None (none yet, or one this marlgen cannot continue)."""
+    from marlgen import checkpoint
+    from marlgen.errors import CheckpointError
+
+    try:
+        return checkpoint.latest(job_dir, cfg)
+    except CheckpointError as err:  # damaged, or another version's: this job trains from epoch 1
+        print(f"{job_dir}: {err}; training this job from epoch 1", flush=True)
+        return None
+
+
+def _run(cfg, method: str, job_dir: Path, saved: dict | None = None) -> dict:
     import torch
 
     from marlgen.build import build_parts
@@ -105,7 +123,7 @@ def _run(cfg, method: str, job_dir: Path) -> dict:
     if METHODS[method].trained:
         from marlgen.train import train
 
-        trained = train(cfg, parts, job_dir, progress=False, log=lambda *_: None)
+        trained = train(cfg, parts, job_dir, progress=False, log=lambda *_: None, saved=saved)
         figures, _ = evaluate_actor(cfg, parts, lambda env: trained.team.actor(), at)
         return {"figures": figures, "history": trained.history, "train_seconds": trained.seconds}
     if method == "random":

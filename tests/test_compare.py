@@ -49,6 +49,40 @@ def test_compare_writes_every_table_and_resumes(tmp_path, cache_dir):
     assert (out / "runs/team_ppo/seed0/result.json").stat().st_mtime_ns == stamp
 
 
+def test_interrupted_job_continues_from_its_training_checkpoint(tmp_path, cache_dir, monkeypatch):
+    """A study killed mid-training resumes each job from its last epoch, not from epoch 1."""
+    import marlgen.checkpoint
+    from marlgen.methods import run_job
+
+    save = marlgen.checkpoint.save
+
+    def save_then_stop(path, cfg, training, epoch, *args):
+        save(path, cfg, training, epoch, *args)
+        raise KeyboardInterrupt  # killed right after epoch 1's checkpoint
+
+    job_dir = tmp_path / "job"
+    overrides = [*TINY, f"cache_dir={cache_dir}"]
+    monkeypatch.setattr(marlgen.checkpoint, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_job("scenarios/gmm_ring8.yaml", overrides, "team_ppo", 0, str(job_dir))
+    monkeypatch.setattr(marlgen.checkpoint, "save", save)
+    epochs_trained = []
+    monkeypatch.setattr("marlgen.train.team_episodes", _counting(epochs_trained))
+    result = run_job("scenarios/gmm_ring8.yaml", overrides, "team_ppo", 0, str(job_dir))
+    assert [row["epoch"] for row in result["history"]] == [1, 2]
+    assert len(epochs_trained) == 1  # only epoch 2 was trained (and evaluated) again
+
+
+def _counting(calls: list):
+    from marlgen.train import team_episodes
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return team_episodes(*args, **kwargs)
+
+    return counted
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_executor_runs_every_job_and_names_the_failed_ones(workers):
     with make_executor(workers) as pool:
