@@ -17,6 +17,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from marlgen import atomic
 from marlgen.config import ConfigError, load_scenario, to_yaml
 from marlgen.methods import METHODS, method_config
 
@@ -40,12 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     from marlgen.run import set_status, versions
 
     (out / "comparison.md").unlink(missing_ok=True)  # only a finished comparison has one
-    (out / "config.yaml").write_text(to_yaml(cfg))
-    (out / "versions.json").write_text(json.dumps(versions(), indent=2) + "\n")
+    atomic.write_text(out / "config.yaml", to_yaml(cfg))
+    atomic.write_text(out / "versions.json", json.dumps(versions(), indent=2) + "\n")
     command = "python -m marlgen.compare " + " ".join(sys.argv[1:] if argv is None else argv)
     study = {"command": command, "scenario": args.scenario, "overrides": args.overrides,
              "methods": methods, "seeds": seeds}  # fmt: skip
-    (out / "study.json").write_text(json.dumps(study, indent=2) + "\n")
+    atomic.write_text(out / "study.json", json.dumps(study, indent=2) + "\n")
     set_status(out, "running", "")
     try:
         results, seconds = run_study(args, methods, seeds, out)

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from marlgen import atomic  # noqa: E402
 from marlgen.methods import METHODS  # noqa: E402
 from marlgen.metrics import mean_ci95  # noqa: E402
 from marlgen.report import json_safe  # noqa: E402
@@ -113,10 +114,10 @@ def write_comparison(out: Path, results: list[dict], cfg, study: dict, seconds: 
         out / "summary.csv",
         [{"method": m, "metric": k, **s} for m, figs in summary.items() for k, s in figs.items()],
     )
-    (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
+    atomic.write_text(out / "summary.json", json.dumps(json_safe(summary), indent=2) + "\n")
     plot_learning_curves(out / "learning_curves.png", results, summary)
     plot_distribution(out / "final_distribution.png", grouped)
-    (out / "comparison.md").write_text(markdown(grouped, summary, cfg, study, seconds))
+    atomic.write_text(out / "comparison.md", markdown(grouped, summary, cfg, study, seconds))
 
 
 def markdown(grouped: dict, summary: dict, cfg, study: dict, seconds: float) -> str:
