@@ -54,6 +54,7 @@ class StepRecord:
     modes: np.ndarray  # (N*m,) assigner's verdict, -1 none
     accepted: np.ndarray  # (N*m,) bool
     agent: np.ndarray  # (N*m,) generator index of each sample
+    choice: np.ndarray  # (N*m,) anchor each sample's latent was drawn around; -1 for continuous centres
 
 
 class CoverageEnv(ParallelEnv):
@@ -138,7 +139,8 @@ class CoverageEnv(ParallelEnv):
         self.own_accepted = accepted_fraction
         self.score_hist = np.histogram(scores, bins=SCORE_BINS, range=(0.0, 1.0))[0] / len(scores)
         self.step_accepted = float(accepted.mean())
-        self.last = StepRecord(x, modes, accepted, np.repeat(np.arange(n), m))
+        choice = gen_actions.astype(np.int64).reshape(n) if self.discrete else np.full(n, -1)
+        self.last = StepRecord(x, modes, accepted, np.repeat(np.arange(n), m), np.repeat(choice, m))
         self.t += 1
 
         done = self.t >= self.n_steps

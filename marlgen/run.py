@@ -59,8 +59,17 @@ def run(cfg, run_dir: Path, progress: bool = True) -> dict:
     timings: dict[str, float] = {}
     with stage("pretrain", timings):
         parts = build_parts(cfg, progress=progress)
+    model_curve, team_states = list(getattr(parts.model, "curve", [])), None
+    if cfg.model.training == "guided":
+        from marlgen.guided import guide
+
+        with stage("guide", timings):
+            guided = guide(cfg, parts, run_dir, progress=progress)
+        model_curve = [row for row in model_curve if row["updates"] < guided.history[0]["updates"]]
+        model_curve += guided.history
+        team_states = guided.team_states  # the final team carries on from the last round's
     with stage("train", timings):
-        trained = train(cfg, parts, run_dir, progress=progress)
+        trained = train(cfg, parts, run_dir, progress=progress, init=team_states)
     with stage("evaluate", timings):
         results, rollouts = evaluate_methods(cfg, parts, trained.team)
         images = None if parts.dataset.has_density else image_summary(cfg, parts)  # image data only
@@ -75,8 +84,12 @@ def run(cfg, run_dir: Path, progress: bool = True) -> dict:
         report.plot_learning_curve(
             run_dir / "learning_curve.png", trained.history, results, parts.assigner.n_modes
         )
+        if model_curve:  # the generative model's own training: modes of its prior over generator updates
+            report.write_model_curve(run_dir, cfg, model_curve, parts.assigner.n_modes)
     timings["total"] = sum(timings.values())
-    report.write_report(run_dir, cfg, results, timings, trained.history, parts.judge.name, images)
+    report.write_report(
+        run_dir, cfg, results, timings, trained.history, parts.judge.name, images, model_curve=model_curve
+    )
     (run_dir / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     set_status(run_dir, "complete", "")
     print_summary(results, timings)

@@ -56,6 +56,7 @@ class TrainResult:
     team: Team
     history: list[dict] = field(default_factory=list)  # one row per epoch
     seconds: float = 0.0
+    states: dict = field(default_factory=dict)  # role -> state dict of the evaluated (best) epoch
 
 
 def agent_config(cfg, role: str):
@@ -89,7 +90,10 @@ def build_team(cfg, env, lockstep: LockstepVectorEnv, total_steps: int, device: 
     )
 
 
-def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) -> TrainResult:
+def train(
+    cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print, init: dict | None = None
+) -> TrainResult:
+    """``init``: role state dicts to start from (guided training carries its team on across rounds)."""
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.train.torch_threads)
     # Tianshou samples actions (torch), epsilon draws and replay minibatches (numpy) from the global
@@ -111,6 +115,8 @@ def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
     total_steps = per_epoch * cfg.train.epochs
     team = build_team(cfg, probe.env, lockstep, total_steps, device)
     algorithm = team.algorithm
+    for role, state in (init or {}).items():  # Tianshou's load_state_dict pops keys: load a copy
+        algorithm.get_algorithm(role).load_state_dict(copy.deepcopy(state))
     on_policy = isinstance(algorithm, MultiAgentOnPolicyAlgorithm)
 
     buffer_size = per_collect if on_policy else max(cfg.agents.generator.buffer_size, slots)
@@ -185,6 +191,7 @@ def train(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
     # idea): PPO's last update can undo a good policy, and the final figures should not hinge on it.
     for role, state in best_state.items():
         algorithm.get_algorithm(role).load_state_dict(state)
+    result.states = role_states(algorithm, lockstep.roles)
     save_checkpoint(run_dir / "checkpoints" / "best.pt", algorithm, lockstep.roles, 0, 0)
     best = max(result.history, key=lambda row: row["episode_objective"])
     log(f"evaluating epoch {best['epoch']}'s policy, the best on held-out episodes")
