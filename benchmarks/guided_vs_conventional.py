@@ -32,6 +32,9 @@ METHODS = {
     "guided": ["model.training=guided"],
     "greedy": ["model.training=guided", "model.guided.signal=greedy"],  # ablation: no agents
 }
+# Per row of a model curve; mixture_*: guided runs' learned mixture prior (marlgen.guided.mixture_figures).
+FIELDS = ("updates", "modes_covered", "modes_total", "high_quality_fraction", "reverse_kl",
+          "mixture_modes_covered", "mixture_high_quality_fraction", "team_modes_covered")  # fmt: skip
 COLOURS = {"conventional": "tab:gray", "guided": "tab:blue", "greedy": "tab:orange"}
 
 
@@ -63,8 +66,8 @@ def summarise(rows: list[dict], n_modes: int, methods: list[str]) -> list[str]:
     lines = [
         "| method | seeds | final modes mean ± sd [min, max] | seeds with all / >= M-1 modes"
         " | final high quality mean [min, max] | final reverse KL | updates to M-1 modes (median; never)"
-        " | checks below M-1 after reaching it |",
-        "|---|---|---|---|---|---|---|---|",
+        " | checks below M-1 after reaching it | learned mixture: final modes, high quality |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for method in methods:
         runs = {}
@@ -92,9 +95,17 @@ def summarise(rows: list[dict], n_modes: int, methods: list[str]) -> list[str]:
             f" [{modes.min():.0f}, {modes.max():.0f}] | {n_all} / {n_most}"
             f" | {100 * hq.mean():.1f}% [{100 * hq.min():.1f}, {100 * hq.max():.1f}]"
             f" | {np.nanmean(rkl):.3f} | {np.median(reached) if reached else float('nan'):.0f};"
-            f" {len(reach) - len(reached)} | {drops} |"
+            f" {len(reach) - len(reached)} | {drops} | {_mixture(finals)} |"
         )
     return lines
+
+
+def _mixture(finals: list[dict]) -> str:
+    if any(f.get("mixture_modes_covered", "") == "" for f in finals):
+        return "–"
+    modes = np.array([f["mixture_modes_covered"] for f in finals], float)
+    hq = np.array([f["mixture_high_quality_fraction"] for f in finals], float)
+    return f"{modes.mean():.1f} [{modes.min():.0f}, {modes.max():.0f}], {100 * hq.mean():.1f}%"
 
 
 def plot(
@@ -150,7 +161,7 @@ def main(argv=None) -> int:
     cfg = load_scenario(args.scenario, args.overrides)
     rows_path = args.out / "curves.csv"
     rows = list(csv.DictReader(rows_path.open())) if rows_path.exists() else []
-    rows = [{k: (v if k == "method" else float(v)) for k, v in r.items()} for r in rows]
+    rows = [{k: (v if k == "method" or v == "" else float(v)) for k, v in r.items()} for r in rows]
     done = {(r["method"], int(r["seed"])) for r in rows}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for method in args.methods:
@@ -159,10 +170,7 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             curve = run_one(args.scenario, method, seed, args.out, args.overrides, args.model_only)
             for r in curve:
-                rows.append({"method": method, "seed": seed, "updates": r["updates"],
-                             "modes_covered": r["modes_covered"], "modes_total": r["modes_total"],
-                             "high_quality_fraction": r["high_quality_fraction"],
-                             "reverse_kl": r["reverse_kl"]})  # fmt: skip
+                rows.append({"method": method, "seed": seed, **{k: r.get(k, "") for k in FIELDS}})
             _write_rows(rows_path, rows)
             last = curve[-1]
             print(f"{method} seed {seed}: {last['modes_covered']}/{last['modes_total']} modes, "
@@ -184,7 +192,7 @@ def main(argv=None) -> int:
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=["method", "seed", *FIELDS])
         writer.writeheader()
         writer.writerows(rows)
 

@@ -14,17 +14,19 @@
      turned into sampling weights ``exp(eta * M * r_j)`` for real samples of mode j (reward-weighted
      regression, Peters & Schaal 2007; AdaGAN's reweighting of the data the model misses).
 3. **Model.** ``(train_steps - warmup_steps) / rounds`` generator updates, each:
-   - real batch drawn with the mode weights; fake batch from N(0, I), as conventional, plus
-     ``region_fraction`` times as many latents around the regions' anchors (``region_spread``);
-   - discriminator: the usual loss, real against the prior's samples (it is the critic the
-     generator can take gradients through; the critic agent's judge is the evaluation's ground
-     truth on toy data, and must not train the model);
+   - real batch drawn with the mode weights; fake batch from a learned mixture prior: N(0, I), as
+     conventional, plus ``region_fraction`` times as many latents around the regions' anchors
+     (``region_spread``);
+   - discriminator: the usual loss, real against all those fakes (it is the critic the generator
+     can take gradients through; the critic agent's judge is the evaluation's ground truth on toy
+     data, and must not train the model);
    - region classifier (MGAN's classifier, Hoang et al. 2018): predicts which region (anchor) a
      region sample came from;
    - generator: non-saturating loss plus ``specialisation`` times the classifier's cross-entropy,
      so every region keeps, or finds, an output no other region makes: distinct modes.
-4. **Measure.** The model's prior at ``eval.budget`` samples (the same figures as the
-   conventional learning curve, ``model.curve_every``), and what the team reached.
+4. **Measure.** The model's N(0, I) prior at ``eval.budget`` samples (the same figures as the
+   conventional learning curve, ``model.curve_every``), the same under the learned mixture
+   (``mixture_*``), and what the team reached.
 
 ``signal=greedy`` replaces the agents by a greedy pick over every anchor's decode (one anchor per
 reachable mode), the ablation that asks what the agents add.
@@ -43,6 +45,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import Tensor
 
+from marlgen import metrics
 from marlgen.build import Parts, make_env
 from marlgen.evaluate import Rollout, prior_figures, steer
 from marlgen.rewards import objective
@@ -91,9 +94,17 @@ def mode_centroids(real: np.ndarray, real_modes: np.ndarray, n_modes: int) -> np
 
 
 def vacancy_regions(
-    decoded: np.ndarray, taken: np.ndarray, uncovered: np.ndarray, centroids: np.ndarray
+    decoded: np.ndarray,
+    decoded_modes: np.ndarray,
+    taken: np.ndarray,
+    uncovered: np.ndarray,
+    centroids: np.ndarray,
 ) -> list[int]:
-    """For each uncovered mode, the free anchor whose decode is nearest its real samples' centroid."""
+    """For each uncovered mode, a free anchor whose decode is nearest its real samples' centroid.
+
+    Anchors that decode into no mode (``decoded_modes`` -1: the seams between modes) go first: moving
+    one onto a lost mode turns wasted samples into good ones instead of taking mass from a mode.
+    """
     flat = decoded.reshape(len(decoded), -1)
     free = np.ones(len(decoded), bool)
     free[taken] = False
@@ -101,7 +112,8 @@ def vacancy_regions(
     for j in uncovered:
         if not free.any() or not np.all(np.isfinite(centroids[j])):
             continue
-        dist = np.where(free, ((flat - centroids[j]) ** 2).sum(1), np.inf)
+        candidates = free & (decoded_modes < 0) if (free & (decoded_modes < 0)).any() else free
+        dist = np.where(candidates, ((flat - centroids[j]) ** 2).sum(1), np.inf)
         k = int(np.argmin(dist))
         out.append(k)
         free[k] = False
@@ -109,7 +121,14 @@ def vacancy_regions(
 
 
 def plan_from_team(
-    rollout: Rollout, histograms: list[np.ndarray], decoded: np.ndarray, centroids, n_modes, gcfg, reward_cfg
+    rollout: Rollout,
+    histograms: list[np.ndarray],
+    decoded: np.ndarray,
+    decoded_modes: np.ndarray,
+    centroids,
+    n_modes,
+    gcfg,
+    reward_cfg,
 ) -> RoundPlan:
     good = rollout.accepted & (rollout.modes >= 0)
     regions = np.unique(rollout.choice[good])
@@ -118,7 +137,7 @@ def plan_from_team(
     histogram = (
         np.mean(histograms, axis=0) if histograms else np.bincount(rollout.modes[good], minlength=n_modes)
     )
-    return _plan(regions, covered, histogram, decoded, centroids, gcfg, reward_cfg)
+    return _plan(regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg)
 
 
 def plan_greedy(decoded_modes: np.ndarray, decoded, centroids, n_modes, episode_budget, gcfg, reward_cfg):
@@ -131,11 +150,13 @@ def plan_greedy(decoded_modes: np.ndarray, decoded, centroids, n_modes, episode_
     covered = np.zeros(n_modes, bool)
     covered[np.unique(decoded_modes[decoded_modes >= 0])] = True
     histogram = covered * (episode_budget / max(covered.sum(), 1))  # a team spreading its budget evenly
-    return _plan(np.asarray(regions, np.int64), covered, histogram, decoded, centroids, gcfg, reward_cfg)
+    regions = np.asarray(regions, np.int64)
+    return _plan(regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg)
 
 
-def _plan(regions, covered, histogram, decoded, centroids, gcfg, reward_cfg) -> RoundPlan:
-    vacant = vacancy_regions(decoded, regions, np.flatnonzero(~covered), centroids) if gcfg.vacancies else []
+def _plan(regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg) -> RoundPlan:
+    uncovered = np.flatnonzero(~covered)
+    vacant = vacancy_regions(decoded, decoded_modes, regions, uncovered, centroids) if gcfg.vacancies else []
     return RoundPlan(
         regions=np.concatenate([regions, np.asarray(vacant, np.int64)]).astype(np.int64),
         n_vacancies=len(vacant),
@@ -193,10 +214,9 @@ class GuidedUpdater:
         fake = model.decode(z)  # (B + R, *data_shape): prior samples, then region samples
         bce = F.binary_cross_entropy_with_logits
 
-        # The discriminator trains as in conventional training, real against the prior's samples, so its
-        # equilibrium is still the prior matching the (reweighted) data; region samples only add
-        # generator-side pulls.
-        logits_real, logits_fake = model.discriminate(real), model.discriminate(fake[:b].detach())
+        # Real against every fake, region samples included: the model being trained is the generator
+        # under the learned mixture prior, and that mixture is what must match the (reweighted) data.
+        logits_real, logits_fake = model.discriminate(real), model.discriminate(fake.detach())
         loss_d = bce(logits_real, torch.ones_like(logits_real)) + bce(
             logits_fake, torch.zeros_like(logits_fake)
         )
@@ -224,6 +244,27 @@ def _update(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
     optimizer.step()
 
 
+def mixture_figures(
+    model, assigner, anchors: np.ndarray, plan: RoundPlan, gcfg, budget: int, seed: int
+) -> dict:
+    """Figures of ``budget`` samples from the learned mixture prior the round trained the generator on:
+    N(0, I) and, in the proportion of training, latents around the plan's regions."""
+    g = torch.Generator().manual_seed(seed)
+    n_reg = round(budget * gcfg.region_fraction / (1 + gcfg.region_fraction)) if len(plan.regions) else 0
+    label = torch.as_tensor(plan.regions)[torch.randint(len(plan.regions), (n_reg,), generator=g)]
+    z_region = torch.as_tensor(anchors)[label] + gcfg.region_spread * torch.randn(
+        n_reg, model.latent_dim, generator=g
+    )
+    z = torch.cat([torch.randn(budget - n_reg, model.latent_dim, generator=g), z_region])
+    with torch.inference_mode():
+        modes = assigner(model.decode(z).numpy())
+    return {
+        f"mixture_{k}": v
+        for k, v in metrics.mode_figures(modes, assigner.n_modes).items()
+        if k != "modes_total"
+    }
+
+
 def round_sizes(total: int, rounds: int) -> list[int]:
     """``total`` updates split into ``rounds`` near-equal parts, the larger ones first."""
     return [total // rounds + (i < total % rounds) for i in range(rounds)]
@@ -249,6 +290,7 @@ def guide(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
     team_states: dict = {}
     for r, n_updates in enumerate(round_sizes(cfg.model.train_steps - updates, gcfg.rounds), start=1):
         decoded = decode_anchors(model, env.anchors)
+        decoded_modes = assigner(decoded)
         row: dict = {"round": r}
         if gcfg.signal == "team":
             trained = train(
@@ -257,7 +299,7 @@ def guide(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
             team_states = trained.states
             rollout, histograms = steer(env, trained.team.actor(), cfg.eval.budget, seed=20_000 + 100 * r)
             plan = plan_from_team(
-                rollout, histograms, decoded, centroids, assigner.n_modes, gcfg, cfg.env.reward
+                rollout, histograms, decoded, decoded_modes, centroids, assigner.n_modes, gcfg, cfg.env.reward
             )
             row["team_modes_covered"] = int(plan.covered.sum())
             row["team_episode_modes"] = (
@@ -266,13 +308,14 @@ def guide(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
         else:
             budget = cfg.env.episode_budget
             plan = plan_greedy(
-                assigner(decoded), decoded, centroids, assigner.n_modes, budget, gcfg, cfg.env.reward
+                decoded_modes, decoded, centroids, assigner.n_modes, budget, gcfg, cfg.env.reward
             )
         losses = updater.run(n_updates, plan)
         updates += n_updates
         row.update(
             updates=updates,
             **prior_figures(model, assigner, cfg.eval.budget, measure_seed),
+            **mixture_figures(model, assigner, env.anchors, plan, gcfg, cfg.eval.budget, measure_seed),
             regions=len(plan.regions),
             vacancies=plan.n_vacancies,
             max_weight_ratio=float(plan.mode_weights.max() / plan.mode_weights.min()),

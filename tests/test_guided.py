@@ -53,11 +53,15 @@ def test_reward_weights_favour_the_mode_nobody_covered():
 
 def test_vacancies_take_the_free_anchor_nearest_each_lost_mode():
     decoded = np.array([[0.0, 0.0], [5.0, 5.0], [4.0, 4.0], [-3.0, 0.0]], np.float32)  # anchors' decodes
+    in_modes = np.array([0, 1, 1, 2])  # every anchor decodes into some mode
     centroids = np.array([[0.0, 0.0], [5.0, 5.0], [-4.0, 0.0]])
     # Anchor 1 is taken by the team; mode 1's nearest free anchor is 2, mode 2's is 3.
-    assert vacancy_regions(decoded, np.array([1]), np.array([1, 2]), centroids) == [2, 3]
+    assert vacancy_regions(decoded, in_modes, np.array([1]), np.array([1, 2]), centroids) == [2, 3]
     # Two lost modes never share an anchor.
-    assert vacancy_regions(decoded, np.array([0, 2, 3]), np.array([1, 2]), centroids) == [1]
+    assert vacancy_regions(decoded, in_modes, np.array([0, 2, 3]), np.array([1, 2]), centroids) == [1]
+    # An anchor decoding into no mode (a seam) goes first, even when another free anchor is nearer.
+    seam = np.array([0, 1, -1, 2])
+    assert vacancy_regions(decoded, seam, np.array([]), np.array([2]), centroids) == [2]
 
 
 def test_mode_centroids_ignore_samples_of_no_mode():
@@ -82,7 +86,10 @@ def test_plan_from_team_keeps_good_anchors_and_fills_lost_modes():
     decoded = np.zeros((8, 2), np.float32)
     decoded[4] = [9.0, 9.0]  # the free anchor nearest mode 2
     centroids = np.array([[0.0, 0.0], [1.0, 1.0], [9.0, 9.0]])
-    plan = plan_from_team(rollout, [np.array([2, 1, 0])], decoded, centroids, 3, GuidedConfig(), REWARD)
+    decoded_modes = np.zeros(8, np.int64)  # every anchor decodes into mode 0
+    plan = plan_from_team(
+        rollout, [np.array([2, 1, 0])], decoded, decoded_modes, centroids, 3, GuidedConfig(), REWARD
+    )
     assert plan.regions.tolist() == [5, 7, 4] and plan.n_vacancies == 1
     assert plan.covered.tolist() == [True, True, False] and np.argmax(plan.mode_weights) == 2
 
