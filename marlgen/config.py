@@ -95,6 +95,7 @@ class GuidedConfig:
     region_spread: float = 0.1  # std of those latents around their anchor
     specialisation: float = 0.1  # weight of the region classifier's cross-entropy in the generator loss
     vacancies: bool = True  # each mode nobody covers gets a region at the free anchor decoding nearest it
+    anneal: bool = False  # reward_weight and specialisation fall linearly to 0 by the last round
 
 
 @dataclass

@@ -107,7 +107,7 @@ def vacancy_regions(
     """
     flat = decoded.reshape(len(decoded), -1)
     free = np.ones(len(decoded), bool)
-    free[taken] = False
+    free[np.asarray(taken, np.int64)] = False  # an empty list of regions arrives as float
     out = []
     for j in uncovered:
         if not free.any() or not np.all(np.isfinite(centroids[j])):
@@ -265,6 +265,17 @@ def mixture_figures(
     }
 
 
+def round_config(gcfg, r: int):
+    """Round r's settings: with ``anneal``, reward weight and specialisation fall linearly to 0 by the
+    last round, so the last updates sharpen the modes the rounds found instead of moving them."""
+    if not gcfg.anneal or gcfg.rounds < 2:
+        return gcfg
+    scale = (gcfg.rounds - r) / (gcfg.rounds - 1)
+    return OmegaConf.merge(
+        gcfg, {"reward_weight": gcfg.reward_weight * scale, "specialisation": gcfg.specialisation * scale}
+    )
+
+
 def round_sizes(total: int, rounds: int) -> list[int]:
     """``total`` updates split into ``rounds`` near-equal parts, the larger ones first."""
     return [total // rounds + (i < total % rounds) for i in range(rounds)]
@@ -288,7 +299,9 @@ def guide(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
         {"round": 0, "updates": updates, **prior_figures(model, assigner, cfg.eval.budget, measure_seed)}
     ]
     team_states: dict = {}
+    base_gcfg = gcfg
     for r, n_updates in enumerate(round_sizes(cfg.model.train_steps - updates, gcfg.rounds), start=1):
+        gcfg = updater.gcfg = round_config(base_gcfg, r)
         decoded = decode_anchors(model, env.anchors)
         decoded_modes = assigner(decoded)
         row: dict = {"round": r}

@@ -17,6 +17,7 @@ from marlgen.guided import (
     mode_centroids,
     plan_from_team,
     reward_weights,
+    round_config,
     round_sizes,
     vacancy_regions,
 )
@@ -72,6 +73,17 @@ def test_mode_centroids_ignore_samples_of_no_mode():
 
 def test_round_sizes_split_every_update():
     assert round_sizes(10, 3) == [4, 3, 3] and sum(round_sizes(10_000, 7)) == 10_000
+
+
+def test_anneal_lowers_the_guidance_to_nothing_by_the_last_round():
+    from omegaconf import OmegaConf
+
+    gcfg = OmegaConf.structured(GuidedConfig(rounds=5, reward_weight=2.0, specialisation=0.4, anneal=True))
+    weights = [round_config(gcfg, r).reward_weight for r in range(1, 6)]
+    assert weights == pytest.approx([2.0, 1.5, 1.0, 0.5, 0.0])
+    assert round_config(gcfg, 5).specialisation == 0.0 and round_config(gcfg, 1).specialisation == 0.4
+    plain = OmegaConf.structured(GuidedConfig(rounds=5))
+    assert round_config(plain, 5) is plain
 
 
 def test_plan_from_team_keeps_good_anchors_and_fills_lost_modes():
