@@ -95,7 +95,9 @@ class GuidedConfig:
     region_spread: float = 0.1  # std of those latents around their anchor
     specialisation: float = 0.1  # weight of the region classifier's cross-entropy in the generator loss
     vacancies: bool = True  # each mode nobody covers gets a region at the free anchor decoding nearest it
-    anneal: bool = False  # reward_weight and specialisation fall linearly to 0 by the last round
+    # Guidance that falls linearly to 0 by the last round: none, reward (reward_weight only; regions,
+    # vacancies and specialisation stay), or all (reward_weight and specialisation).
+    anneal: str = "none"
 
 
 @dataclass
@@ -231,6 +233,7 @@ CHOICES = {
     "train.vector_env": ("dummy", "subproc"),
     "model.training": ("conventional", "guided"),
     "model.guided.signal": ("team", "greedy"),
+    "model.guided.anneal": ("none", "reward", "all"),
 }
 POSITIVE = (
     "data.n_modes data.radius data.grid_size data.grid_spacing data.std data.n_train "

@@ -266,14 +266,16 @@ def mixture_figures(
 
 
 def round_config(gcfg, r: int):
-    """Round r's settings: with ``anneal``, reward weight and specialisation fall linearly to 0 by the
-    last round, so the last updates sharpen the modes the rounds found instead of moving them."""
-    if not gcfg.anneal or gcfg.rounds < 2:
+    """Round r's settings. ``anneal=reward``: the reward weight falls linearly to 0 by the last round,
+    so the last updates fit the data as it is rather than reweighted, while the regions, vacancies and
+    specialisation still hold every mode; ``anneal=all``: the specialisation falls with it."""
+    if gcfg.anneal == "none" or gcfg.rounds < 2:
         return gcfg
     scale = (gcfg.rounds - r) / (gcfg.rounds - 1)
-    return OmegaConf.merge(
-        gcfg, {"reward_weight": gcfg.reward_weight * scale, "specialisation": gcfg.specialisation * scale}
-    )
+    annealed = {"reward_weight": gcfg.reward_weight * scale}
+    if gcfg.anneal == "all":
+        annealed["specialisation"] = gcfg.specialisation * scale
+    return OmegaConf.merge(gcfg, annealed)
 
 
 def round_sizes(total: int, rounds: int) -> list[int]:

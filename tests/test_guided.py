@@ -78,10 +78,15 @@ def test_round_sizes_split_every_update():
 def test_anneal_lowers_the_guidance_to_nothing_by_the_last_round():
     from omegaconf import OmegaConf
 
-    gcfg = OmegaConf.structured(GuidedConfig(rounds=5, reward_weight=2.0, specialisation=0.4, anneal=True))
+    gcfg = OmegaConf.structured(GuidedConfig(rounds=5, reward_weight=2.0, specialisation=0.4, anneal="all"))
     weights = [round_config(gcfg, r).reward_weight for r in range(1, 6)]
     assert weights == pytest.approx([2.0, 1.5, 1.0, 0.5, 0.0])
     assert round_config(gcfg, 5).specialisation == 0.0 and round_config(gcfg, 1).specialisation == 0.4
+    reward_only = OmegaConf.merge(gcfg, {"anneal": "reward"})
+    assert (
+        round_config(reward_only, 5).reward_weight == 0.0
+        and round_config(reward_only, 5).specialisation == 0.4
+    )
     plain = OmegaConf.structured(GuidedConfig(rounds=5))
     assert round_config(plain, 5) is plain
 
