@@ -76,15 +76,47 @@ class ModesConfig:
 
 
 @dataclass
+class GuidedConfig:
+    """RL-guided training of a GAN (``model.training=guided``; marlgen.guided, docs/guided.md).
+
+    After ``warmup_steps`` conventional updates, ``rounds`` rounds share the rest of
+    ``model.train_steps``: the team trains on the current model, then the model is updated with
+    latents from the team's regions, a region classifier (specialisation) and real samples
+    weighted by the team's diversity reward.
+    """
+
+    warmup_steps: int = 10000  # conventional generator updates first: the team needs a model to steer
+    rounds: int = 5  # agents-then-model rounds sharing model.train_steps - warmup_steps updates
+    agent_epochs: int = 2  # team training epochs per round (train.steps_per_epoch each); the team carries on
+    # Whose mode histogram names the under-covered modes and which latents are regions: the trained team
+    # (team) or, as the no-agents ablation, a greedy pick over every anchor's decode (greedy).
+    signal: str = "team"
+    reward_weight: float = 1.0  # eta: real samples of mode j are drawn with weight exp(eta * M * r_j)
+    region_fraction: float = 0.5  # region latents per update, as a fraction of the batch (on top of N(0, I))
+    region_spread: float = 0.1  # std of those latents around their anchor
+    specialisation: float = 0.1  # weight of the region classifier's cross-entropy in the generator loss
+    vacancies: bool = True  # each mode nobody covers gets a region at the free anchor decoding nearest it
+    # Guidance that falls linearly to 0 by the last round: none, reward (reward_weight only; regions,
+    # vacancies and specialisation stay), or all (reward_weight and specialisation).
+    anneal: str = "none"
+
+
+@dataclass
 class ModelConfig:
     kind: str = "vae"  # registry name in marlgen.models.MODELS (gan, vae, conv_gan, conv_vae, ...)
     latent_dim: int = 2  # 2-D latents make the anchors' regions easy to picture
     hidden: int = 128
     depth: int = 3  # hidden layers per network
-    train_steps: int = 20000  # pretraining gradient steps (DESIGN probe: 20k steps, ~30 s)
+    train_steps: int = 20000  # generator updates in all (DESIGN probe: 20k steps, ~30 s)
     batch_size: int = 256
     lr: float = 1e-3
     kl_weight: float = 0.01  # VAE only: 2x decoder variance on standardised data (1.0 blurs all modes)
+    # Flat models: standardise the data inside the model (false: raw values, as PacGAN's and VEEGAN's code).
+    standardize: bool = True
+    # Generator updates between checks of the model's prior (modes, high quality) while it trains; 0: none.
+    curve_every: int = 0
+    training: str = "conventional"  # conventional | guided (the team steers the model's training)
+    guided: GuidedConfig = field(default_factory=GuidedConfig)
 
 
 @dataclass
@@ -206,6 +238,9 @@ CHOICES = {
     "modes.assigner": ("auto", "mixture", "classifier", "kmeans"),
     "env.reward.credit": ("shared", "difference", "individual"),
     "train.vector_env": ("batched", "dummy", "subproc", "ray"),
+    "model.training": ("conventional", "guided"),
+    "model.guided.signal": ("team", "greedy"),
+    "model.guided.anneal": ("none", "reward", "all"),
 }
 POSITIVE = (
     "data.n_modes data.radius data.grid_size data.grid_spacing data.std data.n_train "
@@ -217,12 +252,14 @@ POSITIVE = (
     "eval.small_budget_episodes eval.knn_k eval.drs_steps "
     "data.n_test modes.n_clusters modes.pca_dim modes.classifier.width modes.classifier.features "
     "modes.classifier.train_steps modes.classifier.batch_size modes.classifier.lr "
-    "env.critic.disc_lr env.critic.disc_hidden env.critic.disc_batch_size"
+    "env.critic.disc_lr env.critic.disc_hidden env.critic.disc_batch_size "
+    "model.guided.warmup_steps model.guided.rounds model.guided.agent_epochs"
 ).split()
 NON_NEGATIVE = (
     "model.kl_weight env.latent_spread env.reward.coverage env.reward.entropy env.reward.quality "
     "env.critic.false_accept_cost env.critic.false_reject_cost train.checkpoint_every modes.classifier.shift "
-    "env.critic.disc_warmup_steps seed"
+    "env.critic.disc_warmup_steps seed "
+    "model.curve_every model.guided.reward_weight model.guided.region_spread model.guided.specialisation"
 ).split()
 # Open or half-open unit intervals: (low, high, low inclusive, high inclusive).
 FRACTIONS = {
@@ -230,6 +267,7 @@ FRACTIONS = {
     "modes.confidence": (0.0, 1.0, True, False),
     "modes.kmeans_quantile": (0.0, 1.0, False, True),
     "eval.drs_gamma_quantile": (0.0, 1.0, True, True),
+    "model.guided.region_fraction": (0.0, 1.0, True, True),
 }
 # The same checks for both roles' agent settings (agents.generator.* and agents.critic.*).
 AGENT_POSITIVE = "update_repeats buffer_size target_update_freq n_step updates_per_step eps_clip".split()
@@ -337,6 +375,38 @@ def validate(cfg: DictConfig, where: str) -> None:
     if cfg.env.action == "discrete" and cfg.env.n_anchors < 2:
         raise ConfigError(f"{where}: env.n_anchors={cfg.env.n_anchors} must be at least 2")
     _validate_registries(cfg, where)
+    if cfg.model.training == "guided":
+        _validate_guided(cfg, where)
+
+
+def _validate_guided(cfg: DictConfig, where: str) -> None:
+    """Guided training updates a GAN in place between team trainings over discrete anchors."""
+    from marlgen.models import MODELS
+
+    model, guided = cfg.model, cfg.model.guided
+    model_cls = getattr(MODELS[model.kind], "__self__", None)  # builders are classmethods
+    if not hasattr(model_cls, "discriminate"):
+        raise ConfigError(
+            f"{where}: model.training='guided' trains a GAN's generator against its discriminator; "
+            f"model.kind={model.kind!r} has none: use model.kind=gan or conv_gan, or "
+            "model.training=conventional"
+        )
+    if not guided.warmup_steps + guided.rounds <= model.train_steps:
+        raise ConfigError(
+            f"{where}: model.guided.warmup_steps={guided.warmup_steps} plus model.guided.rounds="
+            f"{guided.rounds} must not exceed model.train_steps={model.train_steps} (all generator updates, "
+            "warm-up included): lower the warm-up or raise model.train_steps"
+        )
+    if cfg.env.action != "discrete":
+        raise ConfigError(
+            f"{where}: model.training='guided' builds its regions from the latent anchors the team picks; "
+            "set env.action=discrete"
+        )
+    if cfg.train.vector_env not in ("batched", "dummy"):
+        raise ConfigError(
+            f"{where}: model.training='guided' updates the model in place, which env copies in other "
+            f"processes would not see; set train.vector_env=batched or dummy (was {cfg.train.vector_env!r})"
+        )
 
 
 def _validate_registries(cfg: DictConfig, where: str) -> None:

@@ -57,6 +57,7 @@ class StepRecord:
     modes: np.ndarray  # (N*m,) assigner's verdict, -1 none
     accepted: np.ndarray  # (N*m,) bool
     agent: np.ndarray  # (N*m,) generator index of each sample
+    choice: np.ndarray  # (N*m,) anchor each sample's latent was drawn around; -1 for continuous centres
 
 
 class CoverageEnv(ParallelEnv):
@@ -154,7 +155,8 @@ class CoverageEnv(ParallelEnv):
         self.own_accepted = accepted_fraction
         self.score_hist = score_histogram(scores)
         self.step_accepted = np.count_nonzero(accepted) / len(accepted)
-        self.last = StepRecord(x, modes, accepted, self._sample_agent)
+        choice = np.repeat(gen_actions.astype(np.int64), m) if self.discrete else np.full(n * m, -1)
+        self.last = StepRecord(x, modes, accepted, self._sample_agent, choice)
         self.t += 1
 
         done = self.t >= self.n_steps

@@ -23,6 +23,7 @@ class Rollout:
     modes: np.ndarray  # (n_decoded,) -1 none
     accepted: np.ndarray  # (n_decoded,) bool
     agent: np.ndarray  # (n_decoded,) generator index, -1 for the prior
+    choice: np.ndarray | None = None  # (n_decoded,) anchor a team sample came from (-1: continuous centre)
 
 
 class TeamActor:
@@ -78,7 +79,8 @@ def steer(env, actor, budget: int, seed: int) -> tuple[Rollout, list[int]]:
             histograms.append(env.team_hist.copy())
         episode += 1
     cat = lambda field: np.concatenate([getattr(r, field) for r in records])[:budget]  # noqa: E731
-    return Rollout(cat("samples"), cat("modes"), cat("accepted"), cat("agent")), histograms
+    rollout = Rollout(cat("samples"), cat("modes"), cat("accepted"), cat("agent"), cat("choice"))
+    return rollout, histograms
 
 
 def team_episodes(env_fn, actor: TeamActor, episodes: int, seed: int) -> list[np.ndarray]:
@@ -104,6 +106,22 @@ def prior(model, assigner, budget: int, seed: int) -> Rollout:
     with torch.inference_mode():
         x = model.sample_prior(budget, generator=torch.Generator().manual_seed(seed)).numpy()
     return Rollout(x, assigner(x), np.ones(budget, bool), np.full(budget, -1))
+
+
+def prior_figures(model, assigner, budget: int, seed: int) -> dict:
+    """Modes covered, high-quality fraction and reverse KL of ``budget`` prior samples: how good the
+    model itself is (its learning curves, conventional or guided, are these figures over updates)."""
+    return metrics.mode_figures(prior(model, assigner, budget, seed).modes, assigner.n_modes)
+
+
+def prior_small_budget(model, assigner, n_samples: int, episodes: int, seed: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed)
+    covered = []
+    with torch.inference_mode():
+        for _ in range(episodes):
+            modes = assigner(model.sample_prior(n_samples, generator=generator).numpy())
+            covered.append(int(len(np.unique(modes[modes >= 0]))))
+    return covered
 
 
 def figures(

@@ -79,7 +79,9 @@ def run_job(scenario: str, overrides: list[str], method: str, seed: int, job_dir
     same_config = recorded.is_file() and recorded.read_text() == to_yaml(cfg)
     if done.is_file() and same_config:
         return json.loads(done.read_text())
-    saved = _saved_training(cfg, job_dir) if same_config else None
+    # Guided training changes the model before the team trains, which a training checkpoint does not hold.
+    resumable = same_config and cfg.model.training != "guided"
+    saved = _saved_training(cfg, job_dir) if resumable else None
     if saved is None:
         make_run_dir(cfg)  # a fresh start: clears another config's checkpoints
     else:
@@ -120,10 +122,16 @@ def _run(cfg, method: str, job_dir: Path, saved: dict | None = None) -> dict:
     torch.set_num_threads(cfg.train.torch_threads)
     parts = build_parts(cfg, progress=False)
     at = budgets(cfg, parts.assigner.n_modes)
+    team_states = None
+    if cfg.model.training == "guided":  # every method of the seed uses the model guidance trained
+        from marlgen.guided import guide
+
+        team_states = guide(cfg, parts, job_dir, progress=False, log=lambda *_: None).team_states
     if METHODS[method].trained:
         from marlgen.train import train
 
-        trained = train(cfg, parts, job_dir, progress=False, log=lambda *_: None, saved=saved)
+        quiet = lambda *_: None  # noqa: E731
+        trained = train(cfg, parts, job_dir, progress=False, log=quiet, saved=saved, init=team_states)
         figures, _ = evaluate_actor(cfg, parts, lambda env: trained.team.actor(), at)
         return {"figures": figures, "history": trained.history, "train_seconds": trained.seconds}
     if method == "random":

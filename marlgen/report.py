@@ -41,8 +41,10 @@ def write_report(
     history: list[dict],
     judge: str,
     images: dict | None = None,
+    model_curve: list[dict] | None = None,
 ) -> None:
-    """``images``: image runs' extra figures (marlgen.evaluate.image_summary) and picture files."""
+    """``images``: image runs' extra figures (marlgen.evaluate.image_summary) and picture files;
+    ``model_curve``: the generative model's prior figures over its generator updates."""
     any_row = next(iter(results.values()))
     data = f"{cfg.data.source} (std {cfg.data.std})" if images is None else _image_source(cfg)
     quality = (
@@ -74,6 +76,8 @@ def write_report(
         lines.append(f"| {method} | " + " | ".join(fmt(row) for _, fmt in COLUMNS) + " |")
     if images is not None:
         lines += image_section(cfg, results, images)
+    if model_curve:
+        lines += model_curve_section(cfg, model_curve)
     lines += ["", "## Wall time", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {stage} | {sec:.1f} |" for stage, sec in timings.items()]
     if history:
@@ -199,6 +203,72 @@ def plot_learning_curve(path: Path, history: list[dict], results: dict, n_modes:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def model_curve_section(cfg, curve: list[dict]) -> list[str]:
+    """How the generative model itself trained: its prior's figures after each stretch of updates."""
+    guided = cfg.model.training == "guided"
+    how = (
+        f"guided: {cfg.model.guided.warmup_steps} conventional updates, then {cfg.model.guided.rounds} rounds"
+        f" of team training and guided updates (signal: {cfg.model.guided.signal}; docs/guided.md)"
+        if guided
+        else "conventional"
+    )
+    budget = cfg.eval.budget
+    lines = [
+        "",
+        "## Generative model training",
+        "",
+        f"Training: {how}; {cfg.model.train_steps} generator updates in all. Figures of {budget} samples"
+        " from the model's prior after each stretch of updates (`model_curve.json`, `model_curve.png`).",
+        "",
+        "| generator updates | modes | high quality | reverse KL | team modes (its rollout) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in curve:
+        team = f"{row['team_modes_covered']}" if "team_modes_covered" in row else "–"
+        lines.append(
+            f"| {row['updates']} | {row['modes_covered']}/{row['modes_total']} |"
+            f" {_pct(row['high_quality_fraction'])} | {_num(row['reverse_kl'])} | {team} |"
+        )
+    return lines + ["", "![model curve](model_curve.png)"]
+
+
+def write_model_curve(run_dir: Path, cfg, curve: list[dict], n_modes: int) -> None:
+    (run_dir / "model_curve.json").write_text(json.dumps(json_safe(curve), indent=2) + "\n")
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    x = [row["updates"] for row in curve]
+    ax.plot(x, [row["modes_covered"] for row in curve], marker="o", label="modes covered by the prior")
+    if cfg.model.training == "guided":
+        ax.axvline(cfg.model.guided.warmup_steps, ls=":", c="gray", label="guided rounds start")
+        team = [(row["updates"], row["team_modes_covered"]) for row in curve if "team_modes_covered" in row]
+        if team:  # the team's rollout precedes its round's model update
+            ax.scatter(
+                *zip(*team, strict=True),
+                marker="x",
+                c="tab:red",
+                label="modes the team reached (before the update)",
+            )
+    ax.axhline(n_modes, c="black", lw=0.8, label=f"all {n_modes} modes")
+    ax2 = ax.twinx()
+    ax2.plot(
+        x,
+        [100 * row["high_quality_fraction"] for row in curve],
+        c="tab:green",
+        ls="--",
+        label="high quality %",
+    )
+    ax2.set_ylim(0, 100)
+    ax2.set_ylabel("high-quality samples (%)")
+    ax.set_xlabel("generator updates")
+    ax.set_ylabel(f"modes covered ({cfg.eval.budget} prior samples)")
+    lines = ax.get_legend_handles_labels()
+    extra = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=8, loc="lower right")
+    ax.set_title(f"{cfg.name}: {cfg.model.kind} trained {cfg.model.training}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(run_dir / "model_curve.png", dpi=110)
     plt.close(fig)
 
 

@@ -78,14 +78,28 @@ def run(cfg, run_dir: Path, progress: bool = True, resume: bool = False) -> dict
 
     timings: dict[str, float] = {}
     saved = None
+    if resume and cfg.model.training == "guided":
+        raise ConfigError(
+            f"--resume {run_dir}: guided training (model.training=guided) cannot resume yet: its rounds "
+            "change the model, which training checkpoints do not hold; start a new run"
+        )
     if resume:  # a bad or foreign checkpoint fails here, before pretraining
         saved = checkpoint.latest(run_dir, cfg)
         if saved is None:
             print("no checkpoint yet: training starts at epoch 1")
     with stage("pretrain", timings):
         parts = build_parts(cfg, progress=progress)
+    model_curve, team_states = list(getattr(parts.model, "curve", [])), None
+    if cfg.model.training == "guided":
+        from marlgen.guided import guide
+
+        with stage("guide", timings):
+            guided = guide(cfg, parts, run_dir, progress=progress)
+        model_curve = [row for row in model_curve if row["updates"] < guided.history[0]["updates"]]
+        model_curve += guided.history
+        team_states = guided.team_states  # the final team carries on from the last round's
     with stage("train", timings):
-        trained = train(cfg, parts, run_dir, progress=progress, saved=saved)
+        trained = train(cfg, parts, run_dir, progress=progress, saved=saved, init=team_states)
     with stage("evaluate", timings):
         results, rollouts = evaluate_methods(cfg, parts, trained.team)
         images = None if parts.dataset.has_density else image_summary(cfg, parts)  # image data only
@@ -100,10 +114,14 @@ def run(cfg, run_dir: Path, progress: bool = True, resume: bool = False) -> dict
         report.plot_learning_curve(
             run_dir / "learning_curve.png", trained.history, results, parts.assigner.n_modes
         )
+        if model_curve:  # the generative model's own training: modes of its prior over generator updates
+            report.write_model_curve(run_dir, cfg, model_curve, parts.assigner.n_modes)
     timings["total"] = sum(timings.values())
     # The final outputs last, then the status: a run killed before this point has no report.
     report.write_metrics(run_dir, metrics)
-    report.write_report(run_dir, cfg, results, timings, trained.history, parts.judge.name, images)
+    report.write_report(
+        run_dir, cfg, results, timings, trained.history, parts.judge.name, images, model_curve=model_curve
+    )
     (run_dir / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     set_status(run_dir, "complete", "")
     print_summary(results, timings)

@@ -84,6 +84,7 @@ class TrainResult:
     team: Team
     history: list[dict] = field(default_factory=list)  # one row per epoch
     seconds: float = 0.0
+    states: dict = field(default_factory=dict)  # role -> state dict of the evaluated (best) epoch
 
 
 def agent_config(cfg, role: str):
@@ -118,10 +119,17 @@ def build_team(cfg, env, lockstep: LockstepVectorEnv, total_steps: int, device: 
 
 
 def train(
-    cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print, saved: dict | None = None
+    cfg,
+    parts: Parts,
+    run_dir: Path,
+    progress: bool = True,
+    log=print,
+    saved: dict | None = None,
+    init: dict | None = None,
 ) -> TrainResult:
-    """Train the team through the lockstep adapter (marlgen.lockstep); ``saved``: a checkpoint to
-    continue from (marlgen.checkpoint.latest)."""
+    """Train the team through the lockstep adapter (marlgen.lockstep). ``saved``: a checkpoint to
+    continue from (marlgen.checkpoint.latest); ``init``: role state dicts to start from (guided
+    training carries its team on across rounds)."""
     device = resolve_device(cfg.device)
     seed_everything(cfg)
     learn_judge = cfg.env.critic.judge == "discriminator"
@@ -138,6 +146,8 @@ def train(
 
     schedule = Schedule.of(cfg, slots=lockstep.env_num)
     team = build_team(cfg, probe.env, lockstep, schedule.total, device)
+    for role, state in (init or {}).items():  # Tianshou's load_state_dict pops keys: load a copy
+        team.algorithm.get_algorithm(role).load_state_dict(copy.deepcopy(state))
     try:
         return fit(
             cfg, parts, team, lockstep, lockstep.roles, schedule, run_dir, progress, log, team_venv, saved
@@ -275,6 +285,7 @@ def fit(cfg, parts: Parts, team: Team, venv, roles: list[str], schedule: Schedul
     # idea): PPO's last update can undo a good policy, and the final figures should not hinge on it.
     for role, state in best["roles"].items():
         algorithm.get_algorithm(role).load_state_dict(copy.copy(state))
+    result.states = role_states(algorithm, roles)
     save_checkpoint(run_dir / "checkpoints" / "best.pt", algorithm, roles, 0, 0)
     best_row = max(history, key=lambda row: row["episode_objective"])
     log(f"evaluating epoch {best_row['epoch']}'s policy, the best on held-out episodes")

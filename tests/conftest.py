@@ -20,6 +20,8 @@ def cache_dir(tmp_path_factory) -> Path:
 def quick_config(path, cache_dir, *overrides):
     """A scenario with a model pretrained for a few hundred steps: fast, and still a real model."""
     short = ["model.train_steps=300", "modes.classifier.train_steps=50", "env.critic.disc_warmup_steps=20"]
+    # Guided scenarios: the env and the cached model are what these tests need, not the rounds.
+    short += ["model.training=conventional", "model.curve_every=0"]
     short.append(f"cache_dir={cache_dir}")
     return load_scenario(path, [*short, *overrides])
 

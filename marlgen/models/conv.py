@@ -105,6 +105,7 @@ class ConvGAN(ImageModel):
 
     def __init__(self, data_shape: tuple[int, ...], latent_dim: int = 16, hidden: int = 32):
         super().__init__(latent_dim, data_shape)
+        self.hidden = int(hidden)
         self.generator = ConvDecoder(latent_dim, self.data_shape, hidden)
         self.discriminator = ConvEncoder(self.data_shape, hidden, 1)
 
@@ -117,6 +118,11 @@ class ConvGAN(ImageModel):
 
     def discriminate(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B,) logits, > 0 means "real"
         return self.discriminator(x).squeeze(-1)
+
+    def make_head(self, n_out: int) -> nn.Module:
+        """A fresh network shaped like the discriminator with ``n_out`` logits: MGAN's classifier for
+        guided training (marlgen.guided)."""
+        return ConvEncoder(self.data_shape, self.hidden, n_out)
 
     def make_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
         return {

@@ -102,6 +102,7 @@ class MLPGAN(LatentModel):
     def __init__(self, data_shape: tuple[int, ...], latent_dim: int = 2, hidden: int = 128, depth: int = 3):
         super().__init__(latent_dim, data_shape)
         d = _flat_dim(self.data_shape)
+        self.hidden, self.depth = int(hidden), int(depth)
         self.generator = mlp(latent_dim, d, hidden, depth)
         # LeakyReLU keeps gradients flowing to the generator where the discriminator saturates.
         self.discriminator = mlp(d, 1, hidden, depth, act=lambda: nn.LeakyReLU(0.2))
@@ -115,6 +116,12 @@ class MLPGAN(LatentModel):
 
     def discriminate(self, x: Tensor) -> Tensor:  # (B, *data_shape) -> (B,) logits, > 0 means "real"
         return self.discriminator(self.normalize(x).reshape(x.shape[0], -1)).squeeze(-1)
+
+    def make_head(self, n_out: int) -> nn.Module:
+        """A fresh network shaped like the discriminator with ``n_out`` logits, on the same standardised
+        input: MGAN's classifier for guided training (marlgen.guided)."""
+        net = mlp(_flat_dim(self.data_shape), n_out, self.hidden, self.depth, act=lambda: nn.LeakyReLU(0.2))
+        return _OnStandardised(net, self.data_mean, self.data_scale)
 
     def make_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
         # beta1 = 0.5: the usual GAN choice (Radford et al. 2015); momentum 0.9 makes the game oscillate.
@@ -150,6 +157,19 @@ class MLPGAN(LatentModel):
         loss_g.backward()  # also fills the discriminator's grads; its zero_grad above clears them next step
         optimizers["generator"].step()
         return {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
+
+
+class _OnStandardised(nn.Module):
+    """``net`` applied to flattened standardised data; keeps its own copy of the model's normaliser."""
+
+    def __init__(self, net: nn.Module, mean: Tensor, scale: Tensor):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", mean.detach().clone())
+        self.register_buffer("scale", scale.detach().clone())
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, *data_shape) -> (B, n_out)
+        return self.net(((x - self.mean) / self.scale).reshape(x.shape[0], -1))
 
 
 class MLPVAE(LatentModel):

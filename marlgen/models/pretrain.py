@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,15 @@ CACHE_VERSION = 1
 # interrupted run resumes from there with the same result. The file goes once the final weights exist.
 PARTIAL_EVERY_SECONDS = 120.0
 PARTIAL_FORMAT = "marlgen-partial-training"
+# ModelConfig keys that say how training goes on after the cached conventional pretraining
+# (marlgen.guided): they never change the cached weights, so they stay out of the cache and checkpoints.
+PROCEDURE_KEYS = ("training", "guided")
+# Keys added after cache version 1 enter the cache key only when set away from these defaults, so the
+# weights cached before the keys existed stay valid.
+LATER_KEYS = {"standardize": True, "curve_every": 0}
+
+# (model) -> figures of its prior samples, e.g. {"modes_covered": 24, "high_quality_fraction": 0.93}
+Evaluator = Callable[[nn.Module], dict]
 
 
 def pretrained_model(
@@ -47,6 +56,7 @@ def pretrained_model(
     progress: bool = True,
     device: str = "cpu",
     threads: int | None = 1,
+    evaluate: Evaluator | None = None,
 ) -> nn.Module:
     """The model ``model_cfg`` describes, trained on ``data`` (n, *data_shape); cached on disk.
 
@@ -54,6 +64,8 @@ def pretrained_model(
     The model comes back in eval mode with ``requires_grad`` off: it is frozen for the agents.
     ``threads`` caps torch's CPU threads while training (None: leave as is). One is as fast for
     these small MLPs and avoids the large slowdown of OpenMP threads competing for busy cores.
+    ``evaluate`` is called every ``curve_every`` updates (when that key is > 0); its rows, with
+    ``updates``, are cached with the weights and come back as ``model.curve``.
     """
     cfg = model_config_dict(model_cfg)
     data = np.ascontiguousarray(data, dtype=np.float32)
@@ -61,6 +73,8 @@ def pretrained_model(
         raise ValueError(f"data must have shape (n, *data_shape) with n > 0, got {data.shape}")
     data_shape = tuple(data.shape[1:])
     path = Path(cache_dir) / checkpoint_name(cfg, data, seed)
+    if cfg["curve_every"] > 0 and evaluate is None:
+        raise ValueError("model.curve_every > 0 needs an evaluate function for the model's prior")
 
     if path.exists():
         model = load_model_checkpoint(path, device=device)
@@ -79,11 +93,16 @@ def pretrained_model(
         torch.manual_seed(seed)
         model = build_model(cfg, data_shape).to(dev)
         data_t = torch.from_numpy(data).to(dev)  # (n, *data_shape)
-        model.fit_normalizer(data_t)
+        if cfg["standardize"]:
+            model.fit_normalizer(data_t)
         gen = torch.Generator(device=dev).manual_seed(seed)
         partial = path.with_name(path.name + ".partial")
+        curve: list[dict] = []
         with _torch_threads(threads):
-            losses = train_model(model, data_t, cfg, gen, progress=progress, resume=partial)
+            losses = train_model(
+                model, data_t, cfg, gen, progress=progress, resume=partial,
+                evaluate=evaluate if cfg["curve_every"] > 0 else None, curve=curve,
+            )  # fmt: skip
     _check_finite(model, losses, cfg)  # a diverged model must not enter the cache
     seconds = time.perf_counter() - start
     save_model_checkpoint(
@@ -95,10 +114,12 @@ def pretrained_model(
             "data_sha256": data_fingerprint(data),
             "train_seconds": seconds,
             "losses": losses,
+            "curve": curve,
         },
     )
     partial.unlink(missing_ok=True)
     log.info("trained %s model in %.1f s, saved %s", cfg["kind"], seconds, path)
+    model.curve = curve
     return _freeze(model)
 
 
@@ -109,17 +130,22 @@ def train_model(
     generator: torch.Generator,
     progress: bool = True,
     resume: Path | None = None,
+    evaluate: Evaluator | None = None,
+    curve: list[dict] | None = None,
 ) -> dict[str, float]:
     """``cfg["train_steps"]`` steps on minibatches drawn with replacement; returns the last losses.
 
     ``resume``: a partial-training file; training continues from it when it exists and is saved to it
     every ``PARTIAL_EVERY_SECONDS`` (weights, optimiser and RNG states: the result does not change).
+    ``evaluate``: called in eval mode every ``cfg["curve_every"]`` updates; rows are appended to ``curve``.
+    It must draw from its own random generator, so that measuring does not change the weights.
     """
     model.train()
     optimizers = model.make_optimizers(cfg["lr"])
     n, batch_size = data.shape[0], cfg["batch_size"]
     losses: dict[str, float] = {}
-    first = _load_partial(resume, model, optimizers, generator) if resume is not None else 0
+    curve = curve if curve is not None else []
+    first = _load_partial(resume, model, optimizers, generator, curve) if resume is not None else 0
     total = cfg["train_steps"]
     bar = tqdm(range(first, total), initial=first, total=total, desc=f"pretrain {cfg['kind']}",
                disable=not progress, leave=False)  # fmt: skip
@@ -129,14 +155,29 @@ def train_model(
         losses = model.training_step(data[idx], optimizers, generator)
         if step % 500 == 0:
             bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
+        if evaluate is not None and (step + 1) % cfg["curve_every"] == 0:
+            curve.append({"updates": step + 1, **measure(model, evaluate)})
         if resume is not None and time.perf_counter() - saved >= PARTIAL_EVERY_SECONDS and step + 1 < total:
-            _save_partial(resume, model, optimizers, generator, step + 1)
+            _save_partial(resume, model, optimizers, generator, step + 1, curve)
             saved = time.perf_counter()
     return losses
 
 
-def _save_partial(path: Path, model: nn.Module, optimizers: dict, generator: torch.Generator, step: int):
+def measure(model: nn.Module, evaluate: Evaluator) -> dict:
+    """``evaluate(model)`` in eval mode without gradients (batch norm keeps its running statistics)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        row = evaluate(model)
+    model.train(was_training)
+    return row
+
+
+def _save_partial(
+    path: Path, model: nn.Module, optimizers: dict, generator: torch.Generator, step: int, curve: list[dict]
+):
     state = {
+        "curve": curve,
         "format": PARTIAL_FORMAT,
         "step": int(step),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -147,7 +188,9 @@ def _save_partial(path: Path, model: nn.Module, optimizers: dict, generator: tor
     atomic.torch_save(state, path)
 
 
-def _load_partial(path: Path, model: nn.Module, optimizers: dict, generator: torch.Generator) -> int:
+def _load_partial(
+    path: Path, model: nn.Module, optimizers: dict, generator: torch.Generator, curve: list[dict]
+) -> int:
     """The step to continue from (0 without a partial file); a bad file raises CheckpointError."""
     if not path.is_file():
         return 0
@@ -160,6 +203,7 @@ def _load_partial(path: Path, model: nn.Module, optimizers: dict, generator: tor
             opt.load_state_dict(state["optimizers"][name])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        curve[:] = state.get("curve", [])
     except Exception as err:  # truncated, foreign, or from other model code
         raise CheckpointError(
             f"{path}: cannot resume pretraining from it ({_first_line(err)}); delete the file to start over"
@@ -189,6 +233,7 @@ def load_model_checkpoint(path: str | os.PathLike, device: str = "cpu") -> nn.Mo
         raise CheckpointError(
             f"{path}: checkpoint does not fit the current model code ({_first_line(err)}); {fix}"
         ) from None
+    model.curve = list(ckpt.get("curve") or [])  # prior figures measured while it trained
     return _freeze(model.to(resolve_device(device)))
 
 
@@ -229,9 +274,10 @@ def model_config_dict(model_cfg: Any) -> dict[str, Any]:
         given = {str(k): model_cfg[k] for k in model_cfg}
     else:
         raise TypeError(f"expected a ModelConfig or a mapping, got {type(model_cfg).__name__}")
+    given = {k: v for k, v in given.items() if k not in PROCEDURE_KEYS}
     cfg = dataclasses.asdict(ModelConfig(**given))  # rejects unknown keys with a TypeError
     # Cast to the schema's types so lr=1 and lr=1.0 give the same cache key.
-    return {k: type(getattr(ModelConfig, k))(v) for k, v in cfg.items()}
+    return {k: type(getattr(ModelConfig, k))(v) for k, v in cfg.items() if k not in PROCEDURE_KEYS}
 
 
 def data_fingerprint(data: np.ndarray) -> str:
@@ -244,8 +290,9 @@ def data_fingerprint(data: np.ndarray) -> str:
 
 def checkpoint_name(cfg: Mapping[str, Any], data: np.ndarray, seed: int) -> str:
     """File name for the weights that (model config, data, seed) fix, e.g. ``vae-3f2a...c1.pt``."""
+    model = {k: v for k, v in cfg.items() if k not in LATER_KEYS or v != LATER_KEYS[k]}
     key = json.dumps(
-        {"model": dict(cfg), "data": data_fingerprint(data), "seed": int(seed), "version": CACHE_VERSION},
+        {"model": model, "data": data_fingerprint(data), "seed": int(seed), "version": CACHE_VERSION},
         sort_keys=True,
     )
     return f"{cfg['kind']}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"

@@ -1,0 +1,201 @@
+"""Conventional against guided training of the same GAN: same data, same generator updates, several seeds.
+
+    python benchmarks/guided_vs_conventional.py scenarios/gmm_grid25_guided.yaml --seeds 5 \\
+        --out benchmarks/results/grid25 [--methods conventional guided greedy] [--model-only] [key=value ...]
+
+Each method is config overrides on the scenario (``model.training=conventional``, ``guided``, or
+``guided`` with ``model.guided.signal=greedy``: the no-agents ablation), run through
+``marlgen.run.run`` (``--model-only``: only the model's training, no final team or evaluation).
+Runs go one after another: this machine has two shared cores. Writes ``curves.csv`` (the model's prior
+after each stretch of updates), ``summary.md`` (final figures, convergence and stability across
+seeds) and ``curves.png`` (modes and high quality against generator updates, bands across seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from marlgen.config import load_scenario  # noqa: E402
+
+METHODS = {
+    "conventional": ["model.training=conventional"],
+    "guided": ["model.training=guided"],
+    "greedy": ["model.training=guided", "model.guided.signal=greedy"],  # ablation: no agents
+}
+# Per row of a model curve; mixture_*: guided runs' learned mixture prior (marlgen.guided.mixture_figures).
+FIELDS = ("updates", "modes_covered", "modes_total", "high_quality_fraction", "reverse_kl",
+          "mixture_modes_covered", "mixture_high_quality_fraction", "team_modes_covered")  # fmt: skip
+COLOURS = {"conventional": "tab:gray", "guided": "tab:blue", "greedy": "tab:orange"}
+
+
+def run_one(scenario: str, method: str, seed: int, out: Path, overrides: list[str], model_only: bool) -> list:
+    """The model's curve (rows of prior figures over updates) and, for full runs, the final metrics."""
+    run_dir = out / f"{method}_seed{seed}"
+    cfg = load_scenario(scenario, [*overrides, *METHODS[method], f"seed={seed}", f"out_dir={run_dir}"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if model_only:
+        from marlgen.build import build_parts
+
+        parts = build_parts(cfg, progress=False)
+        curve = list(getattr(parts.model, "curve", []))
+        if cfg.model.training == "guided":
+            from marlgen.guided import guide
+
+            history = guide(cfg, parts, run_dir, progress=False, log=lambda *a: None).history
+            curve = [r for r in curve if r["updates"] < history[0]["updates"]] + history
+        (run_dir / "model_curve.json").write_text(json.dumps(curve, indent=2) + "\n")
+        return curve
+    from marlgen.run import make_run_dir, run
+
+    run(cfg, make_run_dir(cfg), progress=False)
+    return json.loads((run_dir / "model_curve.json").read_text())
+
+
+def summarise(rows: list[dict], n_modes: int, methods: list[str]) -> list[str]:
+    """Final figures, convergence and stability per method, across seeds."""
+    lines = [
+        "| method | seeds | final modes mean ± sd [min, max] | seeds with all / >= M-1 modes"
+        " | final high quality mean [min, max] | final reverse KL | updates to M-1 modes (median; never)"
+        " | checks below M-1 after reaching it | learned mixture: final modes, high quality |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method in methods:
+        runs = {}
+        for r in rows:
+            if r["method"] == method:
+                runs.setdefault(r["seed"], []).append(r)
+        if not runs:
+            continue
+        finals = [max(rs, key=lambda r: r["updates"]) for rs in runs.values()]
+        modes = np.array([f["modes_covered"] for f in finals], float)
+        hq = np.array([f["high_quality_fraction"] for f in finals])
+        rkl = np.array([f["reverse_kl"] for f in finals], float)
+        reach, drops = [], 0
+        for rs in runs.values():
+            rs = sorted(rs, key=lambda r: r["updates"])
+            hit = [r["updates"] for r in rs if r["modes_covered"] >= n_modes - 1]
+            reach.append(hit[0] if hit else None)
+            if hit:  # stability over time: checkpoints below M-1 after first reaching it
+                drops += sum(r["modes_covered"] < n_modes - 1 for r in rs if r["updates"] > hit[0])
+        reached = [u for u in reach if u is not None]
+        sd = modes.std(ddof=1) if len(modes) > 1 else 0.0
+        n_all, n_most = int((modes == n_modes).sum()), int((modes >= n_modes - 1).sum())
+        lines.append(
+            f"| {method} | {len(finals)} | {modes.mean():.1f} ± {sd:.1f}"
+            f" [{modes.min():.0f}, {modes.max():.0f}] | {n_all} / {n_most}"
+            f" | {100 * hq.mean():.1f}% [{100 * hq.min():.1f}, {100 * hq.max():.1f}]"
+            f" | {np.nanmean(rkl):.3f} | {np.median(reached) if reached else float('nan'):.0f};"
+            f" {len(reach) - len(reached)} | {drops} | {_mixture(finals)} |"
+        )
+    return lines
+
+
+def _mixture(finals: list[dict]) -> str:
+    if any(f.get("mixture_modes_covered", "") == "" for f in finals):
+        return "–"
+    modes = np.array([f["mixture_modes_covered"] for f in finals], float)
+    hq = np.array([f["mixture_high_quality_fraction"] for f in finals], float)
+    return f"{modes.mean():.1f} [{modes.min():.0f}, {modes.max():.0f}], {100 * hq.mean():.1f}%"
+
+
+def plot(
+    rows: list[dict], n_modes: int, methods: list[str], path: Path, title: str, warmup: int | None
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        if not mine:
+            continue
+        updates = sorted({r["updates"] for r in mine})
+        seeds = sorted({r["seed"] for r in mine})
+        for ax, key, scale in ((axes[0], "modes_covered", 1), (axes[1], "high_quality_fraction", 100)):
+            grid = np.full((len(seeds), len(updates)), np.nan)
+            for r in mine:
+                grid[seeds.index(r["seed"]), updates.index(r["updates"])] = scale * r[key]
+            mean = np.nanmean(grid, 0)
+            c = COLOURS.get(method)
+            ax.plot(updates, mean, marker="o", ms=3, c=c, label=f"{method} (mean of {len(seeds)} seeds)")
+            ax.fill_between(updates, np.nanmin(grid, 0), np.nanmax(grid, 0), color=c, alpha=0.2)
+    axes[0].axhline(n_modes, c="black", lw=0.8)
+    axes[0].set_ylabel("modes covered (2,500 prior samples)")
+    axes[1].set_ylabel("high-quality samples (%)")
+    for ax in axes:
+        ax.set_xlabel("generator updates")
+        if warmup:
+            ax.axvline(warmup, ls=":", c="gray")
+    axes[0].legend(fontsize=8, title="band: min-max over seeds", title_fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("scenario")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides for every run (e.g. cache_dir=...)")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--methods", nargs="+", default=["conventional", "guided"], choices=sorted(METHODS))
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--model-only", action="store_true", help="train the model only (no team, no report)")
+    args = parser.parse_intermixed_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    cfg = load_scenario(args.scenario, args.overrides)
+    rows_path = args.out / "curves.csv"
+    rows = list(csv.DictReader(rows_path.open())) if rows_path.exists() else []
+    rows = [{k: (v if k == "method" or v == "" else float(v)) for k, v in r.items()} for r in rows]
+    done = {(r["method"], int(r["seed"])) for r in rows}
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        for method in args.methods:
+            if (method, seed) in done:  # rerunning the command resumes where it stopped
+                continue
+            start = time.perf_counter()
+            curve = run_one(args.scenario, method, seed, args.out, args.overrides, args.model_only)
+            for r in curve:
+                rows.append({"method": method, "seed": seed, **{k: r.get(k, "") for k in FIELDS}})
+            _write_rows(rows_path, rows)
+            last = curve[-1]
+            print(f"{method} seed {seed}: {last['modes_covered']}/{last['modes_total']} modes, "
+                  f"{100 * last['high_quality_fraction']:.1f}% high quality after {last['updates']} updates "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+    if not rows:
+        parser.error("no runs to summarise")
+    n_modes = int(rows[0]["modes_total"])
+    methods = [m for m in args.methods if any(r["method"] == m for r in rows)]
+    summary = summarise(rows, n_modes, methods)
+    warmup = cfg.model.guided.warmup_steps
+    model = cfg.model
+    title = f"{cfg.name}: {model.kind} ({model.hidden}x{model.depth}), {model.train_steps} generator updates"
+    plot(rows, n_modes, methods, args.out / "curves.png", title, warmup)
+    (args.out / "summary.md").write_text("\n".join(summary) + "\n")
+    print("\n".join(summary))
+    return 0
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["method", "seed", *FIELDS])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

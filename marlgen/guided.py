@@ -1,0 +1,353 @@
+"""RL-guided training of a GAN: the team's latent regions and diversity reward steer the model's updates.
+
+``model.training=guided`` (docs/guided.md). After ``guided.warmup_steps`` conventional updates
+(cached like any pretraining), each of ``guided.rounds`` rounds does:
+
+1. **Agents.** The team trains on the current, frozen model (``guided.agent_epochs`` epochs; the
+   team carries on from the last round) and is rolled out for ``eval.budget`` samples.
+2. **What the team tells the model** (:class:`RoundPlan`):
+   - *regions*: the anchors whose samples the team delivered as high quality;
+   - *vacancies*: each mode the team never covered gets a region at the free anchor whose decode
+     lies nearest to that mode's real samples (a mode the model has lost has no latents left);
+   - *mode weights*: the shared diversity reward one more sample of mode j would earn the team,
+     ``r_j = G(h + e_j) - G(h)`` for its mean episode histogram h (marlgen.rewards.objective),
+     turned into sampling weights ``exp(eta * M * r_j)`` for real samples of mode j (reward-weighted
+     regression, Peters & Schaal 2007; AdaGAN's reweighting of the data the model misses).
+3. **Model.** ``(train_steps - warmup_steps) / rounds`` generator updates, each:
+   - real batch drawn with the mode weights; fake batch from a learned mixture prior: N(0, I), as
+     conventional, plus ``region_fraction`` times as many latents around the regions' anchors
+     (``region_spread``);
+   - discriminator: the usual loss, real against all those fakes (it is the critic the generator
+     can take gradients through; the critic agent's judge is the evaluation's ground truth on toy
+     data, and must not train the model);
+   - region classifier (MGAN's classifier, Hoang et al. 2018): predicts which region (anchor) a
+     region sample came from;
+   - generator: non-saturating loss plus ``specialisation`` times the classifier's cross-entropy,
+     so every region keeps, or finds, an output no other region makes: distinct modes.
+4. **Measure.** The model's N(0, I) prior at ``eval.budget`` samples (the same figures as the
+   conventional learning curve, ``model.curve_every``), the same under the learned mixture
+   (``mixture_*``), and what the team reached.
+
+``signal=greedy`` replaces the agents by a greedy pick over every anchor's decode (one anchor per
+reachable mode), the ablation that asks what the agents add.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import Tensor
+
+from marlgen import metrics
+from marlgen.build import Parts, make_env
+from marlgen.evaluate import Rollout, prior_figures, steer
+from marlgen.rewards import objective
+
+
+@dataclass
+class RoundPlan:
+    """What one agents phase tells the model update."""
+
+    regions: np.ndarray  # (R,) anchor indices the generator trains around: the team's, then vacancies
+    n_vacancies: int  # the last n_vacancies regions were given to modes nobody covered
+    covered: np.ndarray  # (M,) bool: the team (or the greedy pick) delivered the mode
+    histogram: np.ndarray  # (M,) mean episode histogram that set the weights
+    mode_weights: np.ndarray  # (M,) relative draw weight of each mode's real samples
+
+
+@dataclass
+class GuidedResult:
+    history: list[dict]  # one row per measurement: warm-up end, then each round
+    team_states: dict  # the last round's team (role -> state dict): the final training carries on
+    seconds: float
+
+
+def reward_weights(histogram: np.ndarray, reward_cfg, eta: float) -> np.ndarray:
+    """``exp(eta * M * r_j)`` with r_j the team objective's gain from one more sample of mode j."""
+    n_modes = len(histogram)
+    g = lambda h: objective(h, reward_cfg.coverage, reward_cfg.entropy)  # noqa: E731
+    gains = g(histogram[None, :] + np.eye(n_modes)) - g(histogram)  # (M,)
+    w = np.exp(eta * n_modes * (gains - gains.max()))  # shifted: only ratios matter
+    return w / w.mean()
+
+
+def decode_anchors(model, anchors: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return model.decode(torch.as_tensor(anchors)).numpy()  # (K, *data_shape)
+
+
+def mode_centroids(real: np.ndarray, real_modes: np.ndarray, n_modes: int) -> np.ndarray:
+    """(M, D) mean of each mode's real samples, flattened (nan where a mode has none)."""
+    flat = real.reshape(len(real), -1).astype(np.float64)
+    sums = np.zeros((n_modes, flat.shape[1]))
+    np.add.at(sums, real_modes[real_modes >= 0], flat[real_modes >= 0])
+    counts = np.bincount(real_modes[real_modes >= 0], minlength=n_modes)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts
+
+
+def vacancy_regions(
+    decoded: np.ndarray,
+    decoded_modes: np.ndarray,
+    taken: np.ndarray,
+    uncovered: np.ndarray,
+    centroids: np.ndarray,
+) -> list[int]:
+    """For each uncovered mode, a free anchor whose decode is nearest its real samples' centroid.
+
+    Anchors that decode into no mode (``decoded_modes`` -1: the seams between modes) go first: moving
+    one onto a lost mode turns wasted samples into good ones instead of taking mass from a mode.
+    """
+    flat = decoded.reshape(len(decoded), -1)
+    free = np.ones(len(decoded), bool)
+    free[np.asarray(taken, np.int64)] = False  # an empty list of regions arrives as float
+    out = []
+    for j in uncovered:
+        if not free.any() or not np.all(np.isfinite(centroids[j])):
+            continue
+        candidates = free & (decoded_modes < 0) if (free & (decoded_modes < 0)).any() else free
+        dist = np.where(candidates, ((flat - centroids[j]) ** 2).sum(1), np.inf)
+        k = int(np.argmin(dist))
+        out.append(k)
+        free[k] = False
+    return out
+
+
+def plan_from_team(
+    rollout: Rollout,
+    histograms: list[np.ndarray],
+    decoded: np.ndarray,
+    decoded_modes: np.ndarray,
+    centroids,
+    n_modes,
+    gcfg,
+    reward_cfg,
+) -> RoundPlan:
+    good = rollout.accepted & (rollout.modes >= 0)
+    regions = np.unique(rollout.choice[good])
+    covered = np.zeros(n_modes, bool)
+    covered[np.unique(rollout.modes[good])] = True
+    histogram = (
+        np.mean(histograms, axis=0) if histograms else np.bincount(rollout.modes[good], minlength=n_modes)
+    )
+    return _plan(regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg)
+
+
+def plan_greedy(decoded_modes: np.ndarray, decoded, centroids, n_modes, episode_budget, gcfg, reward_cfg):
+    """No agents: one anchor per mode some anchor decodes into (the one nearest the mode's centroid)."""
+    flat = decoded.reshape(len(decoded), -1)
+    regions = []
+    for j in np.unique(decoded_modes[decoded_modes >= 0]):
+        mine = np.flatnonzero(decoded_modes == j)
+        regions.append(int(mine[np.argmin(((flat[mine] - centroids[j]) ** 2).sum(1))]))
+    covered = np.zeros(n_modes, bool)
+    covered[np.unique(decoded_modes[decoded_modes >= 0])] = True
+    histogram = covered * (episode_budget / max(covered.sum(), 1))  # a team spreading its budget evenly
+    regions = np.asarray(regions, np.int64)
+    return _plan(regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg)
+
+
+def _plan(regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg) -> RoundPlan:
+    uncovered = np.flatnonzero(~covered)
+    vacant = vacancy_regions(decoded, decoded_modes, regions, uncovered, centroids) if gcfg.vacancies else []
+    return RoundPlan(
+        regions=np.concatenate([regions, np.asarray(vacant, np.int64)]).astype(np.int64),
+        n_vacancies=len(vacant),
+        covered=covered,
+        histogram=np.asarray(histogram, np.float64),
+        mode_weights=reward_weights(np.asarray(histogram, np.float64), reward_cfg, gcfg.reward_weight),
+    )
+
+
+class GuidedUpdater:
+    """The model phase: generator updates on the regions' mixture prior, the region classifier and
+    reward-weighted real samples (see the module docstring)."""
+
+    def __init__(self, model, real: np.ndarray, real_modes: np.ndarray, anchors: np.ndarray, gcfg, model_cfg,
+                 seed: int):  # fmt: skip
+        self.model, self.gcfg = model, gcfg
+        self.batch_size = model_cfg.batch_size
+        self.real = torch.as_tensor(real)  # (n, *data_shape)
+        self.real_modes = torch.as_tensor(real_modes)  # (n,) -1: no mode
+        self.anchors = torch.as_tensor(anchors)  # (K, latent_dim)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.head = model.make_head(len(anchors))  # which anchor's region made this sample
+        self.optimizers = model.make_optimizers(model_cfg.lr)
+        self.head_optimizer = torch.optim.Adam(self.head.parameters(), lr=model_cfg.lr, betas=(0.5, 0.999))
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def run(self, n_updates: int, plan: RoundPlan) -> dict[str, float]:
+        """``n_updates`` generator updates; the model is trainable inside and frozen again after."""
+        w = torch.as_tensor(plan.mode_weights, dtype=torch.float32)
+        draw = torch.where(self.real_modes >= 0, w[self.real_modes.clamp_min(0)], torch.ones(()))  # (n,)
+        regions = torch.as_tensor(plan.regions)
+        self.model.train()
+        self.model.requires_grad_(True)
+        losses: dict[str, float] = {}
+        try:
+            for _ in range(n_updates):
+                losses = self.step(draw, regions)
+        finally:
+            self.model.eval()
+            self.model.requires_grad_(False)
+        return losses
+
+    def step(self, draw: Tensor, regions: Tensor) -> dict[str, float]:
+        model, g, b = self.model, self.generator, self.batch_size
+        real = self.real[torch.multinomial(draw, b, replacement=True, generator=g)]  # (B, *data_shape)
+        n_reg = int(round(b * self.gcfg.region_fraction)) if len(regions) else 0
+        label = regions[
+            torch.randint(len(regions), (n_reg,), generator=g)
+        ]  # (R,) anchor of each region latent
+        noise = self.gcfg.region_spread * torch.randn(n_reg, model.latent_dim, generator=g)
+        z = torch.cat(
+            [torch.randn(b, model.latent_dim, generator=g), self.anchors[label] + noise]
+        )  # (B+R, d)
+        fake = model.decode(z)  # (B + R, *data_shape): prior samples, then region samples
+        bce = F.binary_cross_entropy_with_logits
+
+        # Real against every fake, region samples included: the model being trained is the generator
+        # under the learned mixture prior, and that mixture is what must match the (reweighted) data.
+        logits_real, logits_fake = model.discriminate(real), model.discriminate(fake.detach())
+        loss_d = bce(logits_real, torch.ones_like(logits_real)) + bce(
+            logits_fake, torch.zeros_like(logits_fake)
+        )
+        _update(self.optimizers["discriminator"], loss_d)
+
+        spec = n_reg > 0 and self.gcfg.specialisation > 0
+        if spec:
+            loss_q = F.cross_entropy(self.head(fake[b:].detach()), label)
+            _update(self.head_optimizer, loss_q)
+
+        logits_gen = model.discriminate(fake)  # (B + R,) non-saturating: prior and region samples alike
+        loss_g = bce(logits_gen, torch.ones_like(logits_gen))
+        out = {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
+        if spec:
+            loss_spec = F.cross_entropy(self.head(fake[b:]), label)
+            loss_g = loss_g + self.gcfg.specialisation * loss_spec
+            out["loss_spec"] = loss_spec.item()
+        _update(self.optimizers["generator"], loss_g)
+        return out
+
+
+def _update(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def mixture_figures(
+    model, assigner, anchors: np.ndarray, plan: RoundPlan, gcfg, budget: int, seed: int
+) -> dict:
+    """Figures of ``budget`` samples from the learned mixture prior the round trained the generator on:
+    N(0, I) and, in the proportion of training, latents around the plan's regions."""
+    g = torch.Generator().manual_seed(seed)
+    n_reg = round(budget * gcfg.region_fraction / (1 + gcfg.region_fraction)) if len(plan.regions) else 0
+    label = torch.as_tensor(plan.regions)[torch.randint(len(plan.regions), (n_reg,), generator=g)]
+    z_region = torch.as_tensor(anchors)[label] + gcfg.region_spread * torch.randn(
+        n_reg, model.latent_dim, generator=g
+    )
+    z = torch.cat([torch.randn(budget - n_reg, model.latent_dim, generator=g), z_region])
+    with torch.inference_mode():
+        modes = assigner(model.decode(z).numpy())
+    return {
+        f"mixture_{k}": v
+        for k, v in metrics.mode_figures(modes, assigner.n_modes).items()
+        if k != "modes_total"
+    }
+
+
+def round_config(gcfg, r: int):
+    """Round r's settings. ``anneal=reward``: the reward weight falls linearly to 0 by the last round,
+    so the last updates fit the data as it is rather than reweighted, while the regions, vacancies and
+    specialisation still hold every mode; ``anneal=all``: the specialisation falls with it."""
+    if gcfg.anneal == "none" or gcfg.rounds < 2:
+        return gcfg
+    scale = (gcfg.rounds - r) / (gcfg.rounds - 1)
+    annealed = {"reward_weight": gcfg.reward_weight * scale}
+    if gcfg.anneal == "all":
+        annealed["specialisation"] = gcfg.specialisation * scale
+    return OmegaConf.merge(gcfg, annealed)
+
+
+def round_sizes(total: int, rounds: int) -> list[int]:
+    """``total`` updates split into ``rounds`` near-equal parts, the larger ones first."""
+    return [total // rounds + (i < total % rounds) for i in range(rounds)]
+
+
+def guide(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) -> GuidedResult:
+    """The guided rounds; ``parts.model`` (the warm-up model) is updated in place."""
+    from marlgen.train import train
+
+    gcfg, model, assigner = cfg.model.guided, parts.model, parts.assigner
+    start = time.perf_counter()
+    real = parts.dataset.samples
+    real_modes = assigner(real)
+    centroids = mode_centroids(real, real_modes, assigner.n_modes)
+    env = make_env(cfg, parts)
+    updater = GuidedUpdater(model, real, real_modes, env.anchors, gcfg, cfg.model, cfg.seed)
+    round_cfg = OmegaConf.merge(cfg, {"train": {"epochs": gcfg.agent_epochs}})
+    measure_seed = cfg.seed + 1  # the conventional curve's prior draws (marlgen.build)
+    updates = gcfg.warmup_steps
+    history = [
+        {"round": 0, "updates": updates, **prior_figures(model, assigner, cfg.eval.budget, measure_seed)}
+    ]
+    team_states: dict = {}
+    base_gcfg = gcfg
+    for r, n_updates in enumerate(round_sizes(cfg.model.train_steps - updates, gcfg.rounds), start=1):
+        gcfg = updater.gcfg = round_config(base_gcfg, r)
+        decoded = decode_anchors(model, env.anchors)
+        decoded_modes = assigner(decoded)
+        row: dict = {"round": r}
+        if gcfg.signal == "team":
+            trained = train(
+                round_cfg, parts, run_dir / "guided" / f"round_{r}", progress, log, init=team_states
+            )
+            team_states = trained.states
+            rollout, histograms = steer(env, trained.team.actor(), cfg.eval.budget, seed=20_000 + 100 * r)
+            plan = plan_from_team(
+                rollout, histograms, decoded, decoded_modes, centroids, assigner.n_modes, gcfg, cfg.env.reward
+            )
+            row["team_modes_covered"] = int(plan.covered.sum())
+            row["team_episode_modes"] = (
+                float(np.mean([(h > 0).sum() for h in histograms])) if histograms else 0.0
+            )
+        else:
+            budget = cfg.env.episode_budget
+            plan = plan_greedy(
+                decoded_modes, decoded, centroids, assigner.n_modes, budget, gcfg, cfg.env.reward
+            )
+        losses = updater.run(n_updates, plan)
+        updates += n_updates
+        row.update(
+            updates=updates,
+            **prior_figures(model, assigner, cfg.eval.budget, measure_seed),
+            **mixture_figures(model, assigner, env.anchors, plan, gcfg, cfg.eval.budget, measure_seed),
+            regions=len(plan.regions),
+            vacancies=plan.n_vacancies,
+            max_weight_ratio=float(plan.mode_weights.max() / plan.mode_weights.min()),
+            seconds=round(time.perf_counter() - start, 1),
+            **{k: round(v, 4) for k, v in losses.items()},
+        )
+        history.append(row)
+        log(
+            f"guided round {r}/{gcfg.rounds}: {updates} generator updates, prior covers "
+            f"{row['modes_covered']}/{assigner.n_modes} modes, "
+            f"{100 * row['high_quality_fraction']:.1f}% high quality; "
+            f"{len(plan.regions)} regions ({plan.n_vacancies} vacancies)"
+        )
+    write_history(run_dir / "guided" / "history.json", history)
+    return GuidedResult(history, team_states, time.perf_counter() - start)
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(history, indent=2) + "\n")

@@ -1,0 +1,237 @@
+"""Guided training (marlgen.guided): its pieces on hand-made cases, the cache rules, one short run."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from marlgen.config import ConfigError, GuidedConfig, ModelConfig, load_scenario
+from marlgen.evaluate import Rollout
+from marlgen.guided import (
+    GuidedUpdater,
+    RoundPlan,
+    mode_centroids,
+    plan_from_team,
+    reward_weights,
+    round_config,
+    round_sizes,
+    vacancy_regions,
+)
+from marlgen.models.mlp import MLPGAN
+from marlgen.models.pretrain import checkpoint_name, model_config_dict, pretrained_model
+from marlgen.run import main
+from tests.conftest import ROOT
+
+REWARD = SimpleNamespace(coverage=1.0, entropy=1.0)
+GUIDED = ROOT / "scenarios/gmm_grid25_guided.yaml"
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_reward_weights_favour_the_mode_nobody_covered():
+    hist = np.array([4.0, 4.0, 4.0, 0.0])  # mode 3 uncovered
+    w = reward_weights(hist, REWARD, eta=1.0)
+    assert np.argmax(w) == 3 and np.allclose(w[:3], w[0]) and w.mean() == pytest.approx(1.0)
+    # By hand, M = 4: one more sample of mode 3 gives hist (4, 4, 4, 1): coverage 4/4 and entropy H1;
+    # one more of mode 0 gives (5, 4, 4, 0): coverage 3/4 and entropy H0. Weights differ by exp(M * gap).
+    entropy = lambda h: -(h / h.sum() * np.log(h / h.sum())).sum() / np.log(4)  # noqa: E731
+    gap = (1.0 + entropy(np.array([4.0, 4, 4, 1]))) - (0.75 + entropy(np.array([5.0, 4, 4])))
+    assert w[3] / w[0] == pytest.approx(np.exp(4 * gap))
+    assert np.allclose(reward_weights(hist, REWARD, eta=0.0), 1.0)  # eta 0: conventional sampling
+    even = reward_weights(np.array([3.0, 3.0, 3.0, 3.0]), REWARD, eta=2.0)
+    assert np.allclose(even, 1.0)  # an even team histogram changes nothing
+
+
+def test_vacancies_take_the_free_anchor_nearest_each_lost_mode():
+    decoded = np.array([[0.0, 0.0], [5.0, 5.0], [4.0, 4.0], [-3.0, 0.0]], np.float32)  # anchors' decodes
+    in_modes = np.array([0, 1, 1, 2])  # every anchor decodes into some mode
+    centroids = np.array([[0.0, 0.0], [5.0, 5.0], [-4.0, 0.0]])
+    # Anchor 1 is taken by the team; mode 1's nearest free anchor is 2, mode 2's is 3.
+    assert vacancy_regions(decoded, in_modes, np.array([1]), np.array([1, 2]), centroids) == [2, 3]
+    # Two lost modes never share an anchor.
+    assert vacancy_regions(decoded, in_modes, np.array([0, 2, 3]), np.array([1, 2]), centroids) == [1]
+    # An anchor decoding into no mode (a seam) goes first, even when another free anchor is nearer.
+    seam = np.array([0, 1, -1, 2])
+    assert vacancy_regions(decoded, seam, np.array([]), np.array([2]), centroids) == [2]
+
+
+def test_mode_centroids_ignore_samples_of_no_mode():
+    real = np.array([[0.0, 0.0], [2.0, 0.0], [9.0, 9.0], [1.0, 1.0]])
+    c = mode_centroids(real, np.array([0, 0, -1, 1]), 3)
+    assert np.allclose(c[0], [1.0, 0.0]) and np.allclose(c[1], [1.0, 1.0]) and np.isnan(c[2]).all()
+
+
+def test_round_sizes_split_every_update():
+    assert round_sizes(10, 3) == [4, 3, 3] and sum(round_sizes(10_000, 7)) == 10_000
+
+
+def test_anneal_lowers_the_guidance_to_nothing_by_the_last_round():
+    from omegaconf import OmegaConf
+
+    gcfg = OmegaConf.structured(GuidedConfig(rounds=5, reward_weight=2.0, specialisation=0.4, anneal="all"))
+    weights = [round_config(gcfg, r).reward_weight for r in range(1, 6)]
+    assert weights == pytest.approx([2.0, 1.5, 1.0, 0.5, 0.0])
+    assert round_config(gcfg, 5).specialisation == 0.0 and round_config(gcfg, 1).specialisation == 0.4
+    reward_only = OmegaConf.merge(gcfg, {"anneal": "reward"})
+    assert (
+        round_config(reward_only, 5).reward_weight == 0.0
+        and round_config(reward_only, 5).specialisation == 0.4
+    )
+    plain = OmegaConf.structured(GuidedConfig(rounds=5))
+    assert round_config(plain, 5) is plain
+
+
+def test_plan_from_team_keeps_good_anchors_and_fills_lost_modes():
+    # Three modes; the team delivered modes 0 and 1 from anchors 5 and 7; anchor 2's sample was rejected.
+    rollout = Rollout(
+        samples=np.zeros((4, 2), np.float32),
+        modes=np.array([0, 1, 1, -1]),
+        accepted=np.array([True, True, False, True]),
+        agent=np.array([0, 1, 1, 0]),
+        choice=np.array([5, 7, 2, 3]),
+    )
+    decoded = np.zeros((8, 2), np.float32)
+    decoded[4] = [9.0, 9.0]  # the free anchor nearest mode 2
+    centroids = np.array([[0.0, 0.0], [1.0, 1.0], [9.0, 9.0]])
+    decoded_modes = np.zeros(8, np.int64)  # every anchor decodes into mode 0
+    plan = plan_from_team(
+        rollout, [np.array([2, 1, 0])], decoded, decoded_modes, centroids, 3, GuidedConfig(), REWARD
+    )
+    assert plan.regions.tolist() == [5, 7, 4] and plan.n_vacancies == 1
+    assert plan.covered.tolist() == [True, True, False] and np.argmax(plan.mode_weights) == 2
+
+
+def test_updater_trains_regions_to_distinct_outputs_and_leaves_the_model_frozen():
+    torch.manual_seed(0)
+    model = MLPGAN((2,), latent_dim=2, hidden=32, depth=2)
+    model.requires_grad_(False)
+    real = np.concatenate([np.full((200, 2), -2.0), np.full((200, 2), 2.0)]).astype(np.float32)
+    real += 0.05 * np.random.default_rng(0).standard_normal(real.shape).astype(np.float32)
+    anchors = np.array([[-1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], np.float32)
+    cfg = GuidedConfig(region_fraction=1.0, region_spread=0.05)
+    updater = GuidedUpdater(model, real, np.repeat([0, 1], 200), anchors, cfg, ModelConfig(batch_size=64), 0)
+    plan = RoundPlan(np.array([0, 1]), 0, np.ones(2, bool), np.ones(2), np.ones(2))
+    losses = updater.run(300, plan)
+    assert set(losses) == {"loss_d", "loss_g", "loss_spec"}
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    # The region classifier tells the two regions' samples apart: their outputs are distinct.
+    z = torch.as_tensor(anchors[[0, 1]]).repeat_interleave(50, 0) + 0.05 * torch.randn(100, 2)
+    with torch.no_grad():
+        predicted = updater.head(model.decode(z)).argmax(1)
+    assert (predicted == torch.arange(2).repeat_interleave(50)).float().mean() > 0.9
+
+
+def test_procedure_keys_stay_out_of_the_cache_and_new_keys_keep_old_names():
+    data = np.zeros((8, 2), np.float32)
+    base = model_config_dict(ModelConfig(kind="gan"))
+    assert "training" not in base and "guided" not in base
+    old = {k: v for k, v in base.items() if k not in ("standardize", "curve_every")}  # before the keys
+    assert checkpoint_name(base, data, 0) == checkpoint_name(old, data, 0)
+    guided = model_config_dict(ModelConfig(kind="gan", training="guided", guided=GuidedConfig(rounds=9)))
+    assert checkpoint_name(guided, data, 0) == checkpoint_name(base, data, 0)
+    raw = model_config_dict(ModelConfig(kind="gan", standardize=False))
+    assert checkpoint_name(raw, data, 0) != checkpoint_name(base, data, 0)
+
+
+def test_learning_curve_does_not_change_the_weights(tmp_path):
+    data = np.random.default_rng(0).standard_normal((64, 2)).astype(np.float32)
+    cfg = dict(kind="gan", latent_dim=2, hidden=16, depth=1, train_steps=30, batch_size=16)
+    calls = []
+
+    def evaluate(model):
+        calls.append(model.training)
+        torch.randn(3)  # a careless evaluator touching the global RNG must not change training
+        return {"modes_covered": 1}
+
+    plain = pretrained_model(ModelConfig(**cfg), data, 0, tmp_path / "a", progress=False)
+    curved = pretrained_model(
+        ModelConfig(**cfg, curve_every=10), data, 0, tmp_path / "b", progress=False, evaluate=evaluate
+    )
+    assert [row["updates"] for row in curved.curve] == [10, 20, 30] and calls == [False] * 3
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), curved.state_dict().values(),
+                                                  strict=True))  # fmt: skip
+    again = pretrained_model(ModelConfig(**cfg, curve_every=10), data, 0, tmp_path / "b", progress=False,
+                             evaluate=evaluate)  # fmt: skip
+    assert again.curve == curved.curve and len(calls) == 3  # the cache keeps the curve
+
+
+def test_raw_coordinates_leave_the_normaliser_alone(tmp_path):
+    data = (5.0 + np.random.default_rng(0).standard_normal((64, 2))).astype(np.float32)
+    cfg = ModelConfig(kind="gan", hidden=8, depth=1, train_steps=2, batch_size=8, standardize=False)
+    model = pretrained_model(cfg, data, 0, tmp_path, progress=False)
+    assert torch.equal(model.data_mean, torch.zeros(2)) and model.data_scale.item() == 1.0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["model=vae"], "model.kind='vae' has none"),
+        (["model.guided.warmup_steps=20000"], "must not exceed model.train_steps=20000"),
+        (["env.action=continuous"], "set env.action=discrete"),
+        (["train.vector_env=subproc"], "set train.vector_env=batched or dummy"),
+        (["model.guided.signal=oracle"], "model.guided.signal='oracle' is not one of team, greedy"),
+        (["model.guided.region_fraction=1.5"], "must lie in [0.0, 1.0]"),
+    ],
+)
+def test_bad_guided_settings_are_refused(overrides, needle):
+    with pytest.raises(ConfigError) as err:
+        load_scenario(GUIDED, overrides)
+    assert needle in str(err.value)
+
+
+def test_short_guided_run_writes_the_model_curve(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    code = main(
+        [
+            str(GUIDED),
+            f"out_dir={out}",
+            f"cache_dir={cache_dir}",
+            "model.train_steps=260",
+            "model.curve_every=100",
+            "model.guided.warmup_steps=200",
+            "model.guided.rounds=2",
+            "model.guided.agent_epochs=1",
+            "train.epochs=1",
+            "train.steps_per_epoch=300",
+            "train.steps_per_collect=150",
+            "train.n_envs=2",
+            "eval.budget=300",
+            "eval.small_budget_episodes=3",
+            "--no-progress",
+        ]
+    )
+    assert code == 0 and json.loads((out / "status.json").read_text())["state"] == "complete"
+    curve = json.loads((out / "model_curve.json").read_text())
+    # Warm-up curve (100), the round-0 measurement at the warm-up's end (200), then the rounds' (230, 260).
+    assert [row["updates"] for row in curve] == [100, 200, 230, 260]
+    assert all(0 <= row["modes_covered"] <= 25 for row in curve)
+    assert [row.get("team_modes_covered") is not None for row in curve] == [False, False, True, True]
+    assert (out / "guided" / "round_2" / "checkpoints" / "best.pt").is_file()
+    report = (out / "report.md").read_text()
+    assert "## Generative model training" in report and "| 260 |" in report
+    assert (out / "model_curve.png").stat().st_size > 10_000
+
+
+def test_compare_trains_the_guided_model_in_every_job(tmp_path, cache_dir):
+    """A guided scenario in the comparison command: even the plain-prior baseline samples the model
+    guidance trained, not the warm-up model."""
+    from marlgen import compare
+
+    out = tmp_path / "study"
+    argv = [str(GUIDED), "--seeds", "1", "--workers", "1", "--methods", "prior", "--out", str(out)]
+    argv += [f"cache_dir={cache_dir}", "model.train_steps=230", "model.guided.warmup_steps=200"]
+    argv += ["model.guided.rounds=1", "model.guided.signal=greedy", "eval.budget=300"]
+    argv += ["eval.small_budget_episodes=3", "eval.drs_steps=50"]
+    assert compare.main(argv) == 0
+    history = json.loads((out / "runs/prior/seed0/guided/history.json").read_text())
+    assert [row["updates"] for row in history] == [200, 230]
