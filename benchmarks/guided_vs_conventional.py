@@ -109,7 +109,13 @@ def _mixture(finals: list[dict]) -> str:
 
 
 def plot(
-    rows: list[dict], n_modes: int, methods: list[str], path: Path, title: str, warmup: int | None
+    rows: list[dict],
+    n_modes: int,
+    methods: list[str],
+    path: Path,
+    title: str,
+    warmup: int | None,
+    budget: int,
 ) -> None:
     import matplotlib
 
@@ -132,7 +138,7 @@ def plot(
             ax.plot(updates, mean, marker="o", ms=3, c=c, label=f"{method} (mean of {len(seeds)} seeds)")
             ax.fill_between(updates, np.nanmin(grid, 0), np.nanmax(grid, 0), color=c, alpha=0.2)
     axes[0].axhline(n_modes, c="black", lw=0.8)
-    axes[0].set_ylabel("modes covered (2,500 prior samples)")
+    axes[0].set_ylabel(f"modes covered ({budget:,} prior samples)")
     axes[1].set_ylabel("high-quality samples (%)")
     for ax in axes:
         ax.set_xlabel("generator updates")
@@ -184,7 +190,7 @@ def main(argv=None) -> int:
     warmup = cfg.model.guided.warmup_steps
     model = cfg.model
     title = f"{cfg.name}: {model.kind} ({model.hidden}x{model.depth}), {model.train_steps} generator updates"
-    plot(rows, n_modes, methods, args.out / "curves.png", title, warmup)
+    plot(rows, n_modes, methods, args.out / "curves.png", title, warmup, cfg.eval.budget)
     (args.out / "summary.md").write_text("\n".join(summary) + "\n")
     print("\n".join(summary))
     return 0

@@ -181,6 +181,7 @@ def test_raw_coordinates_leave_the_normaliser_alone(tmp_path):
         (["train.vector_env=subproc"], "set train.vector_env=batched or dummy"),
         (["model.guided.signal=oracle"], "model.guided.signal='oracle' is not one of team, greedy"),
         (["model.guided.region_fraction=1.5"], "must lie in [0.0, 1.0]"),
+        (["model.guided.anneal=linear"], "model.guided.anneal='linear' is not one of none, reward, all"),
     ],
 )
 def test_bad_guided_settings_are_refused(overrides, needle):
