@@ -173,3 +173,16 @@ def test_vae_training_learns_the_mixture(tmp_path):
     near_pos = (decoded - 1.0).norm(dim=1) < 0.3
     near_neg = (decoded + 1.0).norm(dim=1) < 0.3
     assert near_pos.sum() > 80 and near_neg.sum() > 80, (int(near_pos.sum()), int(near_neg.sum()))
+
+
+def test_a_gan_cache_ignores_the_vae_only_kl_weight():
+    """A GAN never reads kl_weight: changing it must find the same cached weights, not retrain."""
+    from marlgen.models.pretrain import checkpoint_name, model_config_dict
+
+    data = np.zeros((8, 2), np.float32)
+    for kind in ("gan", "conv_gan"):
+        a = model_config_dict({"kind": kind, "kl_weight": 0.01})
+        b = model_config_dict({"kind": kind, "kl_weight": 1.0})
+        assert checkpoint_name(a, data, 0) == checkpoint_name(b, data, 0)
+    vae = [model_config_dict({"kind": "vae", "kl_weight": w}) for w in (0.01, 1.0)]
+    assert checkpoint_name(vae[0], data, 0) != checkpoint_name(vae[1], data, 0)

@@ -43,6 +43,8 @@ PROCEDURE_KEYS = ("training", "guided")
 # Keys added after cache version 1 enter the cache key only when set away from these defaults, so the
 # weights cached before the keys existed stay valid.
 LATER_KEYS = {"standardize": True, "curve_every": 0}
+# Keys a model kind never reads: they must not split its cache (a GAN is the same GAN under any kl_weight).
+UNUSED_BY_KIND = {"gan": ("kl_weight",), "conv_gan": ("kl_weight",)}
 
 # (model) -> figures of its prior samples, e.g. {"modes_covered": 24, "high_quality_fraction": 0.93}
 Evaluator = Callable[[nn.Module], dict]
@@ -78,7 +80,8 @@ def pretrained_model(
 
     if path.exists():
         model = load_model_checkpoint(path, device=device)
-        if model_config_dict(model.config) != cfg or tuple(model.data_shape) != data_shape:
+        same = cache_identity(model_config_dict(model.config)) == cache_identity(cfg)
+        if not same or tuple(model.data_shape) != data_shape:
             raise CheckpointError(
                 f"{path}: checkpoint does not match the requested model config or data shape "
                 f"{data_shape}; delete the file to retrain"
@@ -288,13 +291,16 @@ def data_fingerprint(data: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def cache_identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The model config keys that decide its trained weights: what the cache is keyed on."""
+    unused = UNUSED_BY_KIND.get(cfg["kind"], ())
+    return {k: v for k, v in cfg.items() if k not in unused and (k not in LATER_KEYS or v != LATER_KEYS[k])}
+
+
 def checkpoint_name(cfg: Mapping[str, Any], data: np.ndarray, seed: int) -> str:
     """File name for the weights that (model config, data, seed) fix, e.g. ``vae-3f2a...c1.pt``."""
-    model = {k: v for k, v in cfg.items() if k not in LATER_KEYS or v != LATER_KEYS[k]}
-    key = json.dumps(
-        {"model": model, "data": data_fingerprint(data), "seed": int(seed), "version": CACHE_VERSION},
-        sort_keys=True,
-    )
+    identity = {"model": cache_identity(cfg), "data": data_fingerprint(data), "seed": int(seed)}
+    key = json.dumps({**identity, "version": CACHE_VERSION}, sort_keys=True)
     return f"{cfg['kind']}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
 
 
