@@ -64,3 +64,15 @@ def reference(tmp_path_factory, cache_dir):
         return made[agent]
 
     return get
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny networks: one thread is as fast, and two OpenMP threads on a busy 2-core machine run many
+    times slower than one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

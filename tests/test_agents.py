@@ -30,13 +30,7 @@ TARGETS = np.array([-0.6, -0.2, 0.3, 0.7])  # Box bandit: best action per contex
 NAMES = sorted(agents.BUILDERS)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Tiny networks: intra-op threads only contend (10-20x slower on a busy 2-core machine).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def agent_cfg(name: str, **overrides):

@@ -30,12 +30,7 @@ REWARD = SimpleNamespace(coverage=1.0, entropy=1.0)
 GUIDED = ROOT / "scenarios/gmm_grid25_guided.yaml"
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def test_reward_weights_favour_the_mode_nobody_covered():

@@ -27,14 +27,7 @@ from marlgen.modes import ClassifierModes, KMeansModes, make_assigner
 from marlgen.run import main
 from tests.conftest import ROOT
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Two OpenMP threads on a busy 2-core machine run many times slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 TINY_CLASSIFIER = {"train_steps": 40, "width": 8, "features": 16, "batch_size": 32, "lr": 3e-3}

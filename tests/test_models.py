@@ -18,13 +18,7 @@ from marlgen.models.pretrain import build_model, load_model_checkpoint, pretrain
 KINDS = sorted(MODELS)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny networks: one thread is as fast, and immune to OpenMP stalls on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def data_shape_for(kind: str) -> tuple[int, ...]:
