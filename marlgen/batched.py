@@ -114,7 +114,7 @@ class BatchedTeams:
 
     def get_env_attr(self, key: str, id=None) -> list:
         if key != "checkpoint_state":
-            return [getattr(self.env, key) for _ in self._ids(id)]
+            raise AttributeError(f"BatchedTeams gets checkpoint_state only, not {key!r}")
         return [self._copy_state(i) for i in self._ids(id)]
 
     def _copy_state(self, i: int) -> dict:
