@@ -25,8 +25,8 @@ import copy
 import numpy as np
 from gymnasium.utils import seeding
 
-from marlgen.env import SCORE_BINS, score_histograms
-from marlgen.rewards import critic_rewards, generator_rewards, per_agent_counts
+from marlgen.ledger import SCORE_BINS, observe, settle
+from marlgen.rewards import critic_rewards
 
 
 class BatchedTeams:
@@ -85,25 +85,25 @@ class BatchedTeams:
                 env.judge.update(per_copy[j], self.rngs[i])
         else:
             scores = env.judge.score(x).reshape(k, n * m)
-        accepted = scores >= bars[:, None]  # (K, N*m)
         modes = env.assigner(x).reshape(k, n * m)
-        delivered = np.where(accepted, modes, -1).reshape(k * n, m)
-        counts = per_agent_counts(delivered, self.n_modes).reshape(k, n, self.n_modes)
-        accepted_fraction = accepted.reshape(k, n, m).sum(-1) / m  # (K, N)
-
-        team, own = self.team_hist[ids], self.own_hist[ids]
+        team, own = self.team_hist[ids], self.own_hist[ids]  # copies (fancy indexing): settle moves them
+        accepted, gen_rewards, fraction, score_hist, step_accepted = settle(
+            scores, bars, modes, team, own, *env.terms
+        )
         rewards = np.empty((k, n + 1), dtype=np.float32)
-        rewards[:, :n] = generator_rewards(team, own, counts, accepted_fraction, env.reward_cfg)
-        rewards[:, n] = critic_rewards(accepted, modes >= 0, env.false_accept_cost, env.false_reject_cost)
-
-        self.team_hist[ids] = team + counts.sum(1)
-        self.own_hist[ids] = own + counts
-        self.own_accepted[ids] = accepted_fraction
-        self.score_hist[ids] = score_histograms(scores)
-        self.step_accepted[ids] = accepted.sum(1) / (n * m)
+        rewards[:, :n], rewards[:, n] = gen_rewards, critic_rewards(accepted, modes, *env.costs)
+        self.team_hist[ids], self.own_hist[ids] = team, own
+        self.own_accepted[ids], self.score_hist[ids] = fraction, score_hist
+        self.step_accepted[ids] = step_accepted
         self.t[ids] += 1
         done = self.t[ids] >= env.n_steps
-        return self._observations(ids), rewards, done, np.zeros(k, dtype=bool), [{} for _ in ids]
+        return (
+            self._observations(ids),
+            rewards.astype(np.float32),
+            done,
+            np.zeros(k, dtype=bool),
+            [{} for _ in ids],
+        )
 
     def close(self) -> None:
         pass
@@ -148,17 +148,7 @@ class BatchedTeams:
 
     def _observations(self, ids: np.ndarray) -> np.ndarray:
         """(K, N + 1, W) float32: what TeamEnv stacks from each copy's CoverageEnv observations."""
-        n, k = self.n, self.n_modes
-        scale = k / self.env.budget
-        time_left = 1.0 - self.t[ids] / self.env.n_steps  # (K,)
-        obs = np.zeros((len(ids), n + 1, self.obs_width), dtype=np.float32)
-        gen = obs[:, :n, : 2 * k + n + 2]
-        gen[:] = self.env._gen_obs_template  # the one-hot ids
-        gen[:, :, :k] = np.minimum(self.team_hist[ids] * scale, k)[:, None, :]
-        gen[:, :, k : 2 * k] = np.minimum(self.own_hist[ids] * scale, k)
-        gen[:, :, -2] = time_left[:, None]
-        gen[:, :, -1] = self.own_accepted[ids]
-        obs[:, n, :SCORE_BINS] = self.score_hist[ids]
-        obs[:, n, SCORE_BINS] = self.step_accepted[ids]
-        obs[:, n, SCORE_BINS + 1] = time_left
-        return obs
+        env = self.env
+        return observe(self.team_hist[ids], self.own_hist[ids], self.own_accepted[ids], self.score_hist[ids],
+                       self.step_accepted[ids], 1.0 - self.t[ids] / env.n_steps, env.n_modes / env.budget,
+                       self.obs_width)  # fmt: skip

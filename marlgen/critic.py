@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from marlgen.compiled import compiled
 from marlgen.config import ConfigError
 from marlgen.errors import TrainingDiverged
 from marlgen.metrics import NearestMean
@@ -28,8 +29,7 @@ class OracleJudge:
         self.nearest = nearest or NearestMean(means, std)  # the mode assigner's, to share its work
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        score = 1.0 - self.nearest(x)[1] / 6.0
-        return np.minimum(np.maximum(score, 0.0, out=score), 1.0, out=score)  # np.clip, without its overhead
+        return _oracle_scores(self.nearest(x)[1])
 
     def update(self, fake: np.ndarray, rng: np.random.Generator) -> None:
         """The truth does not learn."""
@@ -179,3 +179,13 @@ def make_judge(
     )
     judge.warm_up(fake_sampler, steps=critic_cfg.disc_warmup_steps, rng=np.random.default_rng(seed))
     return judge
+
+
+@compiled
+def _oracle_scores(distance: np.ndarray) -> np.ndarray:
+    """clip(1 - distance / 6, 0, 1) for distances in component stds, in one pass (an env step's)."""
+    score = np.empty(len(distance))
+    for i in range(len(distance)):
+        s = 1.0 - distance[i] / 6.0
+        score[i] = 0.0 if s < 0.0 else 1.0 if s > 1.0 else s  # NaN stays NaN (and fails loudly later)
+    return score

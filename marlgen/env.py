@@ -34,7 +34,6 @@ from __future__ import annotations
 import copy
 import functools
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -43,10 +42,8 @@ from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 from scipy.stats import norm, qmc
 
-from marlgen.rewards import critic_reward, generator_rewards, per_agent_counts
-
-SCORE_BINS = 10
-_EDGES = np.linspace(0.0, 1.0, SCORE_BINS + 1)  # np.histogram's bin edges over [0, 1]
+from marlgen.ledger import SCORE_BINS, observe, settle
+from marlgen.rewards import CREDITS, critic_rewards
 
 
 @dataclass
@@ -57,7 +54,14 @@ class StepRecord:
     modes: np.ndarray  # (N*m,) assigner's verdict, -1 none
     accepted: np.ndarray  # (N*m,) bool
     agent: np.ndarray  # (N*m,) generator index of each sample
-    choice: np.ndarray  # (N*m,) anchor each sample's latent was drawn around; -1 for continuous centres
+    anchors: np.ndarray | None  # (N,) anchor each generator chose; None for continuous centres
+
+    @property
+    def choice(self) -> np.ndarray:
+        """(N*m,) anchor each sample's latent was drawn around; -1 for continuous centres."""
+        if self.anchors is None:
+            return np.full(len(self.agent), -1)
+        return self.anchors[self.agent]
 
 
 class CoverageEnv(ParallelEnv):
@@ -96,18 +100,20 @@ class CoverageEnv(ParallelEnv):
         # Plain copies of the keys read on every step: an OmegaConf lookup costs microseconds, and a
         # step reads a dozen of them (they were most of the env's own time; docs/performance.md).
         self.latent_spread = float(env_cfg.latent_spread)
-        self.reward_cfg = SimpleNamespace(
-            **{k: env_cfg.reward[k] for k in ("coverage", "entropy", "quality", "credit")}
+        rw, costs = env_cfg.reward, env_cfg.critic
+        # settle's arguments after the histograms (samples per agent, credit, weights); critic's costs
+        self.terms = (
+            self.m,
+            CREDITS.index(rw.credit),
+            float(rw.coverage),
+            float(rw.entropy),
+            float(rw.quality),
         )
-        self.false_accept_cost = float(env_cfg.critic.false_accept_cost)
-        self.false_reject_cost = float(env_cfg.critic.false_reject_cost)
+        self.costs = (float(costs.false_accept_cost), float(costs.false_reject_cost))
         self.budget = int(env_cfg.episode_budget)
         self.anchor_range = float(env_cfg.anchor_range)
         self._sample_agent = np.repeat(np.arange(self.n_gen), self.m)  # (N*m,) owner of each sample
-        self._gen_obs_template = np.zeros((self.n_gen, gen_dim), dtype=np.float32)
-        self._gen_obs_template[:, 2 * self.n_modes : 2 * self.n_modes + self.n_gen] = np.eye(
-            self.n_gen
-        )  # ids
+        self.gen_width, self.obs_width = gen_dim, max(gen_dim, SCORE_BINS + 2)
 
     @functools.cache  # noqa: B019  (PettingZoo wants the same object each call)
     def observation_space(self, agent):
@@ -134,34 +140,28 @@ class CoverageEnv(ParallelEnv):
         n, m, d = self.n_gen, self.m, self.latent_dim
         gen_actions = self._gather(actions)
         centres = self._centres(gen_actions)  # (N, d)
-        z = centres[:, None, :] + self.latent_spread * self.np_random.standard_normal((n, m, d))
+        z = self.np_random.standard_normal((n, m, d))
+        z *= self.latent_spread
+        z += centres[:, None, :]  # in place: a step is too short for numpy's temporaries to be free
         x = self.decode(z.reshape(n * m, d))  # (N*m, *data_shape): one pass for all agents
         scores = self.judge.score(x)  # (N*m,)
-        accepted = scores >= self._bar(actions["critic"])
         modes = self.assigner(x)  # (N*m,)
-        delivered = np.where(accepted, modes, -1).reshape(n, m)
-        counts = per_agent_counts(delivered, self.n_modes)  # (N, M)
-        accepted_fraction = accepted.reshape(n, m).sum(1) / m  # (N,)
-
-        gen_rewards = generator_rewards(
-            self.team_hist, self.own_hist, counts, accepted_fraction, self.reward_cfg
-        )
-        crit_reward = critic_reward(accepted, modes >= 0, self.false_accept_cost, self.false_reject_cost)
+        bars = np.full(1, self._bar(actions["critic"]))
+        accepted, gen_rewards, fraction, score_hist, step_accepted = settle(
+            scores[None], bars, modes[None], self.team_hist[None], self.own_hist[None], *self.terms
+        )  # one env copy; its histograms move in place
+        crit_reward = critic_rewards(accepted, modes[None], *self.costs)[0]
         if self.learn_judge:
             self.judge.update(x, self.np_random)
-
-        self.team_hist += counts.sum(0)
-        self.own_hist += counts
-        self.own_accepted = accepted_fraction
-        self.score_hist = score_histogram(scores)
-        self.step_accepted = np.count_nonzero(accepted) / len(accepted)
-        choice = np.repeat(gen_actions.astype(np.int64), m) if self.discrete else np.full(n * m, -1)
-        self.last = StepRecord(x, modes, accepted, self._sample_agent, choice)
+        accepted, self.own_accepted, self.score_hist = accepted[0], fraction[0], score_hist[0]
+        self.step_accepted = float(step_accepted[0])
+        anchors = gen_actions.astype(np.int64) if self.discrete else None
+        self.last = StepRecord(x, modes, accepted, self._sample_agent, anchors)
         self.t += 1
 
         done = self.t >= self.n_steps
-        rewards = dict(zip(self.generators, gen_rewards.tolist(), strict=True))
-        rewards["critic"] = crit_reward
+        rewards = dict(zip(self.generators, gen_rewards[0].tolist(), strict=True))
+        rewards["critic"] = float(crit_reward)
         observations = self._observations()
         terminations = dict.fromkeys(self.agents, done)
         truncations = dict.fromkeys(self.agents, False)
@@ -213,39 +213,20 @@ class CoverageEnv(ParallelEnv):
         return float(np.clip(np.asarray(critic_action).reshape(-1)[0], 0.0, 1.0))
 
     def _observations(self) -> dict[str, np.ndarray]:
-        k = self.n_modes
-        scale = k / self.budget  # 1.0 = a fair share per mode
-        time_left = 1.0 - self.t / self.n_steps
-        gen = self._gen_obs_template.copy()  # (N, 2M + N + 2), the one-hot ids filled in
-        gen[:, :k] = np.minimum(self.team_hist * scale, k)  # the team's histogram, in every row
-        gen[:, k : 2 * k] = np.minimum(self.own_hist * scale, k)  # (N, M)
-        gen[:, -2] = time_left
-        gen[:, -1] = self.own_accepted
-        obs = dict(zip(self.generators, gen, strict=True))
-        critic = np.empty(SCORE_BINS + 2, dtype=np.float32)
-        critic[:SCORE_BINS] = self.score_hist
-        critic[SCORE_BINS:] = (self.step_accepted, time_left)
-        obs["critic"] = critic
-        return obs
-
-
-def score_histogram(scores: np.ndarray) -> np.ndarray:
-    """np.histogram(scores, SCORE_BINS, range=(0, 1)) as shares (see score_histograms)."""
-    return score_histograms(np.asarray(scores)[None])[0]
-
-
-def score_histograms(scores: np.ndarray) -> np.ndarray:
-    """Each row of (K, n) scores in [0, 1] -> (K, SCORE_BINS) shares, as np.histogram(row, SCORE_BINS,
-    range=(0, 1)) would count them but by one bincount (np.histogram costs ten times more on every
-    step). Its edge rule is kept: edges from linspace, so 0.3 falls in the bin below
-    0.30000000000000004; the last bin is closed."""
-    scores = np.asarray(scores, dtype=np.float64)
-    k, n = scores.shape
-    idx = np.minimum((scores * SCORE_BINS).astype(np.int64), SCORE_BINS - 1)
-    idx -= scores < _EDGES[idx]
-    idx += (scores >= _EDGES[idx + 1]) & (idx != SCORE_BINS - 1)
-    idx += SCORE_BINS * np.arange(k)[:, None]
-    return np.bincount(idx.ravel(), minlength=SCORE_BINS * k).reshape(k, SCORE_BINS) / n
+        one = lambda value: np.full(1, value)  # noqa: E731  (a lone env is one copy to observe)
+        obs = observe(
+            self.team_hist[None],
+            self.own_hist[None],
+            self.own_accepted[None],
+            self.score_hist[None],
+            one(self.step_accepted),
+            one(1.0 - self.t / self.n_steps),
+            self.n_modes / self.budget,
+            self.obs_width,
+        )[0]
+        observations = dict(zip(self.generators, obs[:-1, : self.gen_width], strict=True))
+        observations["critic"] = obs[-1, : SCORE_BINS + 2]
+        return observations
 
 
 def sobol_normal(n: int, dim: int, seed: int) -> np.ndarray:

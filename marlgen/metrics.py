@@ -20,12 +20,10 @@ import warnings
 import numpy as np
 from scipy import linalg
 
+from marlgen.compiled import compiled
+
 # sklearn.neighbors and scipy.stats are imported inside the functions that use them: together they
 # take seconds to import, and most callers (mode assignment in training loops) need neither.
-
-# Max number of float64 entries in one (chunk, M, d) difference block in _nearest_mean (~32 MB).
-_CHUNK_ELEMENTS = 1 << 22
-_PER_COORDINATE_MAX_DIM = 7  # _nearest_mean: up to this d, sum coordinate by coordinate
 
 
 # --------------------------------------------------------------------------------------------
@@ -47,39 +45,35 @@ def _check_mixture_args(samples: np.ndarray, means: np.ndarray, std: float) -> t
     return samples, means
 
 
-def _nearest_mean(samples: np.ndarray, means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index of and Euclidean distance to the nearest mean, in chunks so memory stays bounded.
+_KERNEL_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))  # decoder output is compared as it comes
+
+
+@compiled
+def _nearest_mean(samples: np.ndarray, means: np.ndarray, std: float) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the nearest mean and the Euclidean distance to it in units of ``std``, compiled.
 
     Exact differences (no ||a||^2 - 2ab + ||b||^2 trick), so a point at a mean has distance 0;
-    ties go to the lowest mean index. Low-dimensional data (the toy mixtures, on every env step)
-    sum the squared differences one coordinate at a time: the same additions in the same order as
-    summing over a (n, M, d) block, several times faster than reducing over a short last axis.
+    squares are summed coordinate by coordinate; ties go to the lowest mean index, and a NaN sample
+    gets the first NaN's index and distance NaN, as ``argmin`` would. Compiled (marlgen.compiled): the
+    env asks on every step about a few hundred samples, where numpy's per-call cost was most of the time.
     """
     n, d = samples.shape
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, means.shape[0] * d))
-    if n <= chunk:
-        return _nearest_in_block(samples, means)
-    idx = np.empty(n, dtype=np.int64)
+    idx = np.zeros(n, dtype=np.int64)
     dist = np.empty(n, dtype=np.float64)
-    for start in range(0, n, chunk):
-        idx[start : start + chunk], dist[start : start + chunk] = _nearest_in_block(
-            samples[start : start + chunk], means
-        )
+    for i in range(n):
+        best = np.inf
+        for j in range(means.shape[0]):
+            sq = 0.0
+            for k in range(d):
+                diff = np.float64(samples[i, k]) - means[j, k]
+                sq += diff * diff
+            if sq < best:
+                best, idx[i] = sq, j
+            elif sq != sq:  # NaN: argmin's answer is the first NaN
+                best, idx[i] = sq, j
+                break
+        dist[i] = np.sqrt(best) / std
     return idx, dist
-
-
-def _nearest_in_block(block: np.ndarray, means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if block.shape[1] <= _PER_COORDINATE_MAX_DIM:
-        sq = block[:, 0, None] - means[:, 0]  # (n, M)
-        sq *= sq
-        for k in range(1, block.shape[1]):
-            diff = block[:, k, None] - means[:, k]
-            diff *= diff
-            sq += diff
-    else:
-        sq = ((block[:, None, :] - means[None, :, :]) ** 2).sum(axis=-1)
-    nearest = sq.argmin(axis=1)
-    return nearest, np.sqrt(sq[np.arange(len(sq)), nearest])
 
 
 def standardised_distance(samples: np.ndarray, means: np.ndarray, std: float) -> np.ndarray:
@@ -88,7 +82,7 @@ def standardised_distance(samples: np.ndarray, means: np.ndarray, std: float) ->
     PacGAN's quality criterion is phrased in these units ("within 3 standard deviations").
     """
     samples, means = _check_mixture_args(samples, means, std)
-    return _nearest_mean(samples, means)[1] / std
+    return _nearest_mean(samples, means, std)[1]
 
 
 def assign_to_mixture(
@@ -100,8 +94,8 @@ def assign_to_mixture(
     mean is strictly below ``hq_threshold`` (3); it is then assigned to that mean's mode.
     """
     samples, means = _check_mixture_args(samples, means, std)
-    idx, dist = _nearest_mean(samples, means)
-    return np.where(dist / std < hq_threshold, idx, -1).astype(np.int64)
+    idx, dist = _nearest_mean(samples, means, std)
+    return np.where(dist < hq_threshold, idx, -1)
 
 
 class NearestMean:
@@ -127,11 +121,10 @@ class NearestMean:
         )  # a copy of the values: cheap at this size
         if key == self._last[0]:
             return self._last[1]
-        x = np.asarray(samples, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != self.means.shape[1]:
-            _check_mixture_args(x, self.means, self.std)  # raises the clear message
-        idx, dist = _nearest_mean(x, self.means)
-        dist /= self.std
+        if samples.ndim != 2 or samples.shape[1] != self.means.shape[1]:
+            _check_mixture_args(samples, self.means, self.std)  # raises the clear message
+        x = samples if samples.dtype in _KERNEL_FLOATS else samples.astype(np.float64)
+        idx, dist = _nearest_mean(x, self.means, self.std)
         self._last = (key, (idx, dist))
         return idx, dist
 

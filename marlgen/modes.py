@@ -26,7 +26,7 @@ class MixtureModes:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         idx, dist = self.nearest(x)  # as metrics.assign_to_mixture, which the reports use
-        return np.where(dist < self.hq_threshold, idx, -1).astype(np.int64)
+        return np.where(dist < self.hq_threshold, idx, -1)  # int64, as idx
 
 
 class ClassifierModes:

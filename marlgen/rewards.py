@@ -26,6 +26,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import xlogy
 
+from marlgen.compiled import compiled
+
+CREDITS = ("shared", "difference", "individual")
+
 
 def objective(hist: np.ndarray, coverage: float, entropy: float) -> np.ndarray:
     """G over the last axis of a batch of histograms (..., M)."""
@@ -37,13 +41,6 @@ def objective(hist: np.ndarray, coverage: float, entropy: float) -> np.ndarray:
     return coverage * covered / n_modes + entropy * h / np.log(max(n_modes, 2))
 
 
-def per_agent_counts(modes: np.ndarray, n_modes: int) -> np.ndarray:
-    """(N, m) accepted modes (-1 = none) -> (N, M) counts, without a Python loop."""
-    n_agents = modes.shape[0]
-    flat = modes + (np.arange(n_agents) * n_modes)[:, None]  # (N, m): agent i's modes at i*M + mode
-    return np.bincount(flat[modes >= 0], minlength=n_agents * n_modes).reshape(n_agents, n_modes)
-
-
 def generator_rewards(
     team_hist: np.ndarray,  # (..., M) team counts before this step
     own_hist: np.ndarray,  # (..., N, M) each agent's own counts before this step
@@ -53,35 +50,116 @@ def generator_rewards(
 ) -> np.ndarray:
     """(..., N) rewards; see the module docstring for the credit schemes. Leading axes are env copies
     stepped together (marlgen.batched); each copy's rewards are those it would get alone."""
-    g = lambda h: objective(h, cfg.coverage, cfg.entropy)  # noqa: E731
-    after = team_hist + counts.sum(-2)  # (..., M)
-    if cfg.credit == "shared":
-        gain = np.broadcast_to((g(after) - g(team_hist))[..., None], accepted_fraction.shape)
-    elif cfg.credit == "difference":
-        # G of the team's histogram and of the N histograms without one agent each, in one call.
-        both = g(np.concatenate([after[..., None, :], after[..., None, :] - counts], axis=-2))  # (..., 1 + N)
-        gain = both[..., :1] - both[..., 1:]  # (..., N)
-    elif cfg.credit == "individual":
-        gain = g(own_hist + counts) - g(own_hist)  # (..., N)
-    else:
-        raise ValueError(f"unknown credit scheme {cfg.credit!r}")
-    return gain + cfg.quality * accepted_fraction
+    if cfg.credit not in CREDITS:
+        raise ValueError(f"unknown credit scheme {cfg.credit!r}; choose one of {', '.join(CREDITS)}")
+    n_agents, n_modes = counts.shape[-2:]
+    as_copies = lambda a, *shape: np.ascontiguousarray(a, dtype=np.int64).reshape(-1, *shape)  # noqa: E731
+    gain = team_gains(
+        as_copies(team_hist, n_modes),
+        as_copies(own_hist, n_agents, n_modes),
+        as_copies(counts, n_agents, n_modes),
+        CREDITS.index(cfg.credit),
+        float(cfg.coverage),
+        float(cfg.entropy),
+    )
+    return gain.reshape(counts.shape[:-1]) + cfg.quality * accepted_fraction
 
 
-def critic_reward(
-    accepted: np.ndarray, good: np.ndarray, false_accept_cost: float, false_reject_cost: float
-) -> float:
-    """Mean over the step's samples: +1 per accepted good sample, costs for both kinds of mistake."""
-    return float(critic_rewards(accepted[None], good[None], false_accept_cost, false_reject_cost)[0])
-
-
+@compiled
 def critic_rewards(
-    accepted: np.ndarray, good: np.ndarray, false_accept_cost: float, false_reject_cost: float
-) -> np.ndarray:
-    """critic_reward of each row of (K, n) verdicts (env copies stepped together) -> (K,)."""
+    accepted: np.ndarray, modes: np.ndarray, false_accept_cost: float, false_reject_cost: float
+):
+    """The critic's reward for each row of (K, n) verdicts (env copies): the mean over the row's samples
+    of +1 for accepting a good one (mode >= 0) and the costs of both kinds of mistake -> (K,)."""
     k, n = accepted.shape
-    # One bincount over the four (accepted, good) cases of every row, as shares of the row's samples.
-    case = 2 * accepted + good + 4 * np.arange(k)[:, None]
-    cases = np.bincount(case.ravel(), minlength=4 * k).reshape(k, 4) / n  # rejected bad, rejected good, ...
-    false_rejects, false_accepts, hits = cases[:, 1], cases[:, 2], cases[:, 3]
-    return hits - false_accept_cost * false_accepts - false_reject_cost * false_rejects
+    out = np.empty(k)
+    for row in range(k):
+        hits = false_accepts = false_rejects = 0
+        for i in range(n):
+            good = modes[row, i] >= 0
+            if accepted[row, i]:
+                hits += good
+                false_accepts += not good
+            else:
+                false_rejects += good
+        out[row] = (
+            hits / n - false_accept_cost * (false_accepts / n) - false_reject_cost * (false_rejects / n)
+        )
+    return out
+
+
+@compiled
+def team_gains(team_hist, own_hist, counts, credit: int, coverage: float, entropy: float) -> np.ndarray:
+    """(K, M), (K, N, M), (K, N, M) int64 -> (K, N) gains before the quality term; credit indexes CREDITS.
+
+    Plain loops: numba compiles numpy's array expressions and axis reductions ten times slower, and
+    this compiles once per checkout (marlgen.compiled)."""
+    k, n, n_modes = counts.shape
+    gain = np.empty((k, n))
+    after, before, mine = (
+        np.empty(n_modes, np.int64),
+        np.empty(n_modes, np.int64),
+        np.empty(n_modes, np.int64),
+    )
+    for c in range(k):
+        for j in range(n_modes):
+            after[j] = team_hist[c, j]
+            for i in range(n):
+                after[j] += counts[c, i, j]
+        g_after = _objective_1d(after, coverage, entropy)
+        g_team = _objective_1d(team_hist[c], coverage, entropy)
+        for i in range(n):
+            if credit == 0:  # shared: the team's gain
+                gain[c, i] = g_after - g_team
+            elif credit == 1:  # difference: the team with and without agent i's samples
+                for j in range(n_modes):
+                    before[j] = after[j] - counts[c, i, j]
+                gain[c, i] = g_after - _objective_1d(before, coverage, entropy)
+            else:  # individual: agent i's own history only
+                for j in range(n_modes):
+                    mine[j] = own_hist[c, i, j] + counts[c, i, j]
+                gain[c, i] = _objective_1d(mine, coverage, entropy) - _objective_1d(
+                    own_hist[c, i], coverage, entropy
+                )
+    return gain
+
+
+@compiled
+def _objective_1d(hist: np.ndarray, coverage: float, entropy: float) -> float:
+    """``objective`` of one histogram, to the last bit (so compiled and numpy trajectories agree)."""
+    n_modes = len(hist)
+    total = 0
+    for count in hist:
+        total += count
+    p_log_p = np.empty(n_modes)
+    covered = 0
+    for j in range(n_modes):
+        p = hist[j] / max(total, 1)
+        p_log_p[j] = p * np.log(p) if p != 0 else 0.0
+        covered += hist[j] > 0
+    h = -_numpy_sum(p_log_p)
+    return coverage * covered / n_modes + entropy * h / np.log(max(n_modes, 2))
+
+
+@compiled
+def _numpy_sum(a: np.ndarray) -> float:
+    """``a.sum()`` in numpy's order of additions (its pairwise sum: eight running sums per block of
+    128), so that the result matches numpy's to the last bit."""
+    n = len(a)
+    if n < 8:
+        total = 0.0
+        for x in a:
+            total += x
+        return total
+    if n > 128:
+        half = n // 2
+        half -= half % 8
+        return _numpy_sum(a[:half]) + _numpy_sum(a[half:])
+    r = a[:8].copy()
+    for i in range(8, n - n % 8, 8):
+        for j in range(8):
+            r[j] += a[i + j]
+    total = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    for i in range(n - n % 8, n):
+        total += a[i]
+    return total

@@ -45,16 +45,29 @@ def test_hq_threshold_boundary():
     np.testing.assert_array_equal(assign_to_mixture(samples[:2], RING8, std, hq_threshold=3.5), [2, 2])
 
 
-def test_assignment_matches_brute_force_and_chunking(monkeypatch):
+@pytest.mark.parametrize("dim", [2, 12])
+def test_assignment_matches_brute_force(dim):
     rng = np.random.default_rng(0)
-    means = rng.normal(size=(25, 2)) * 3
-    samples = rng.normal(size=(5000, 2)) * 3
+    means = rng.normal(size=(25, dim)) * 3
+    samples = rng.normal(size=(5000, dim)) * 3
     dist = np.linalg.norm(samples[:, None] - means[None], axis=-1)
     expect = np.where(dist.min(1) / 0.3 < 3, dist.argmin(1), -1)
     np.testing.assert_array_equal(assign_to_mixture(samples, means, 0.3), expect)
-    monkeypatch.setattr(metrics, "_CHUNK_ELEMENTS", 7 * 25 * 2)  # chunks of 7 rows, ragged tail
-    np.testing.assert_array_equal(assign_to_mixture(samples, means, 0.3), expect)
     np.testing.assert_allclose(standardised_distance(samples, means, 0.3), dist.min(1) / 0.3)
+    # float32 samples (a decoder's output) are compared in float64, as if converted first
+    as32 = samples.astype(np.float32)
+    np.testing.assert_array_equal(
+        standardised_distance(as32, means, 0.3), standardised_distance(as32.astype(np.float64), means, 0.3)
+    )
+
+
+def test_nearest_mean_ties_and_nan_as_argmin():
+    means = np.array([[0.0, 0.0], [2.0, 0.0], [5.0, 0.0]])
+    samples = np.array([[1.0, 0.0], [np.nan, 0.0], [4.0, 1.0]])  # a tie (means 0 and 1), a NaN, plain
+    idx, dist = metrics._nearest_mean(samples, means, 0.5)
+    sq = ((samples[:, None] - means[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(idx, sq.argmin(1))  # [0, 0, 2]: ties to the lowest index
+    np.testing.assert_array_equal(dist, np.sqrt(sq[np.arange(3), sq.argmin(1)]) / 0.5)  # NaN stays NaN
 
 
 def test_assignment_empty_and_bad_input():

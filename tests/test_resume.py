@@ -181,8 +181,8 @@ def test_nan_rewards_get_one_clear_message(tmp_path, cache_dir, capsys, monkeypa
     import marlgen.batched
     import marlgen.env
 
-    monkeypatch.setattr(marlgen.env, "critic_reward", lambda *args: float("nan"))
     nan_rewards = lambda accepted, *args: np.full(len(accepted), np.nan)  # noqa: E731
+    monkeypatch.setattr(marlgen.env, "critic_rewards", nan_rewards)
     monkeypatch.setattr(marlgen.batched, "critic_rewards", nan_rewards)  # the default vector env's
     out = tmp_path / "run"
     assert main(run_args(out, cache_dir)) == 1

@@ -5,7 +5,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from marlgen.config import RewardConfig
-from marlgen.rewards import critic_reward, generator_rewards, objective, per_agent_counts
+from marlgen.rewards import critic_rewards, generator_rewards, objective
 
 
 def reward_cfg(**kw):
@@ -22,9 +22,9 @@ def test_objective_known_values():
     assert objective(np.zeros(4), 1.0, 1.0) == 0.0
 
 
-def test_per_agent_counts_ignores_rejected():
-    modes = np.array([[0, 0, -1], [2, -1, -1]])
-    assert per_agent_counts(modes, 3).tolist() == [[2, 0, 0], [0, 0, 1]]
+def per_agent_counts(modes, n_modes: int) -> np.ndarray:
+    """(N, m) modes (-1: none) -> (N, M) counts, the way marlgen.ledger.settle counts them."""
+    return np.stack([np.bincount(row[row >= 0], minlength=n_modes) for row in np.asarray(modes)])
 
 
 def test_difference_reward_gives_nothing_for_a_duplicate():
@@ -73,6 +73,34 @@ def test_entropy_gains_telescope_to_final_entropy():
 def test_critic_reward_known_values():
     accepted = np.array([True, True, False, False])
     good = np.array([True, False, True, False])
+    modes = np.where(good, 3, -1)[None]  # good: the assigner found a mode
     # hits 1/4, false accepts 1/4 (cost 1), false rejects 1/4 (cost 0.5)
-    assert critic_reward(accepted, good, 1.0, 0.5) == pytest.approx(0.25 - 0.25 - 0.125)
-    assert critic_reward(good, good, 1.0, 0.5) == pytest.approx(0.5)
+    assert critic_rewards(accepted[None], modes, 1.0, 0.5)[0] == pytest.approx(0.25 - 0.25 - 0.125)
+    assert critic_rewards(good[None], modes, 1.0, 0.5)[0] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("credit", ["shared", "difference", "individual"])
+def test_rewards_of_env_copies_follow_the_objective(credit):
+    """The compiled rewards against their definition through ``objective``, copy by copy."""
+    rng = np.random.default_rng(1)
+    k, n, m = 3, 4, 6
+    team, own, counts = (
+        rng.integers(0, 4, (k, m)),
+        rng.integers(0, 3, (k, n, m)),
+        rng.integers(0, 2, (k, n, m)),
+    )
+    accepted = rng.random((k, n))
+    cfg = reward_cfg(credit=credit, coverage=0.7, entropy=1.3, quality=0.2)
+    g = lambda h: objective(h, 0.7, 1.3)  # noqa: E731
+    got = generator_rewards(team, own, counts, accepted, cfg)
+    for c in range(k):
+        after = team[c] + counts[c].sum(0)
+        for i in range(n):
+            expect = {
+                "shared": g(after) - g(team[c]),
+                "difference": g(after) - g(after - counts[c, i]),
+                "individual": g(own[c, i] + counts[c, i]) - g(own[c, i]),
+            }[credit]
+            assert got[c, i] == pytest.approx(expect + 0.2 * accepted[c, i], abs=1e-12)
+    with pytest.raises(ValueError, match="credit"):
+        generator_rewards(team, own, counts, accepted, reward_cfg(credit="shraed"))
