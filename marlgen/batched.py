@@ -43,6 +43,7 @@ class BatchedTeams:
         self.own_accepted = np.ones((n_copies, self.n))
         self.score_hist = np.zeros((n_copies, SCORE_BINS))
         self.step_accepted = np.ones(n_copies)
+        self._all = np.arange(n_copies)
 
     def __len__(self) -> int:
         return self.k
@@ -66,6 +67,7 @@ class BatchedTeams:
     def step(self, action: np.ndarray, env_id=None):
         env, ids = self.env, self._ids(env_id)
         n, m, d, k = self.n, self.m, self.d, len(ids)
+        rows = slice(None) if k == self.k and (ids == self._all).all() else ids  # every copy: views
         action = np.asarray(action)  # (K, N + 1, act_width), as marlgen.lockstep pads it
         if env.discrete:
             centres = env.anchors[action[:, :n, 0].astype(np.int64)]  # int(), as TeamEnv unpads
@@ -74,8 +76,9 @@ class BatchedTeams:
             r = env.anchor_range
             centres = np.clip(action[:, :n, :d].astype(np.float32), -r, r)
             bars = np.clip(action[:, n, 0].astype(np.float32).astype(np.float64), 0.0, 1.0)
-        noise = np.stack([self.rngs[i].standard_normal((n, m, d)) for i in ids])  # each copy's stream
-        z = centres[:, :, None, :] + env.latent_spread * noise  # (K, N, m, d)
+        z = np.stack([self.rngs[i].standard_normal((n, m, d)) for i in ids])  # each copy's stream
+        z *= env.latent_spread
+        z += centres[:, :, None, :]  # (K, N, m, d)
         x = env.decode(z.reshape(k * n * m, d))  # one pass for every agent of every copy
         per_copy = x.reshape(k, n * m, *x.shape[1:])
         if env.learn_judge:  # copy by copy, as DummyVectorEnv: each update moves the next copy's scores
@@ -86,20 +89,21 @@ class BatchedTeams:
         else:
             scores = env.judge.score(x).reshape(k, n * m)
         modes = env.assigner(x).reshape(k, n * m)
-        team, own = self.team_hist[ids], self.own_hist[ids]  # copies (fancy indexing): settle moves them
+        team, own = self.team_hist[rows], self.own_hist[rows]  # settle moves them in place
         accepted, gen_rewards, fraction, score_hist, step_accepted = settle(
             scores, bars, modes, team, own, *env.terms
         )
         rewards = np.empty((k, n + 1), dtype=np.float32)
         rewards[:, :n], rewards[:, n] = gen_rewards, critic_rewards(accepted, modes, *env.costs)
-        self.team_hist[ids], self.own_hist[ids] = team, own
-        self.own_accepted[ids], self.score_hist[ids] = fraction, score_hist
-        self.step_accepted[ids] = step_accepted
-        self.t[ids] += 1
-        done = self.t[ids] >= env.n_steps
+        if isinstance(rows, np.ndarray):  # fancy indexing copied them
+            self.team_hist[rows], self.own_hist[rows] = team, own
+        self.own_accepted[rows], self.score_hist[rows] = fraction, score_hist
+        self.step_accepted[rows] = step_accepted
+        self.t[rows] += 1
+        done = self.t[rows] >= env.n_steps
         return (
-            self._observations(ids),
-            rewards.astype(np.float32),
+            self._observations(rows),
+            rewards,
             done,
             np.zeros(k, dtype=bool),
             [{} for _ in ids],
@@ -146,7 +150,7 @@ class BatchedTeams:
         self.score_hist[i] = 0.0
         self.step_accepted[i] = 1.0
 
-    def _observations(self, ids: np.ndarray) -> np.ndarray:
+    def _observations(self, ids: np.ndarray | slice) -> np.ndarray:
         """(K, N + 1, W) float32: what TeamEnv stacks from each copy's CoverageEnv observations."""
         env = self.env
         return observe(self.team_hist[ids], self.own_hist[ids], self.own_accepted[ids], self.score_hist[ids],

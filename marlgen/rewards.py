@@ -96,42 +96,38 @@ def team_gains(team_hist, own_hist, counts, credit: int, coverage: float, entrop
     this compiles once per checkout (marlgen.compiled)."""
     k, n, n_modes = counts.shape
     gain = np.empty((k, n))
-    after, before, mine = (
-        np.empty(n_modes, np.int64),
-        np.empty(n_modes, np.int64),
-        np.empty(n_modes, np.int64),
-    )
+    after, before, mine = np.empty((3, n_modes), dtype=np.int64)  # scratch histograms
+    scratch = np.empty(n_modes)
     for c in range(k):
         for j in range(n_modes):
             after[j] = team_hist[c, j]
             for i in range(n):
                 after[j] += counts[c, i, j]
-        g_after = _objective_1d(after, coverage, entropy)
-        g_team = _objective_1d(team_hist[c], coverage, entropy)
+        g_after = _objective_1d(after, coverage, entropy, scratch)
+        g_team = _objective_1d(team_hist[c], coverage, entropy, scratch)
         for i in range(n):
             if credit == 0:  # shared: the team's gain
                 gain[c, i] = g_after - g_team
             elif credit == 1:  # difference: the team with and without agent i's samples
                 for j in range(n_modes):
                     before[j] = after[j] - counts[c, i, j]
-                gain[c, i] = g_after - _objective_1d(before, coverage, entropy)
+                gain[c, i] = g_after - _objective_1d(before, coverage, entropy, scratch)
             else:  # individual: agent i's own history only
                 for j in range(n_modes):
                     mine[j] = own_hist[c, i, j] + counts[c, i, j]
-                gain[c, i] = _objective_1d(mine, coverage, entropy) - _objective_1d(
-                    own_hist[c, i], coverage, entropy
-                )
+                g_own = _objective_1d(own_hist[c, i], coverage, entropy, scratch)
+                gain[c, i] = _objective_1d(mine, coverage, entropy, scratch) - g_own
     return gain
 
 
 @compiled
-def _objective_1d(hist: np.ndarray, coverage: float, entropy: float) -> float:
-    """``objective`` of one histogram, to the last bit (so compiled and numpy trajectories agree)."""
+def _objective_1d(hist: np.ndarray, coverage: float, entropy: float, p_log_p: np.ndarray) -> float:
+    """``objective`` of one histogram, to the last bit (so compiled and numpy trajectories agree).
+    ``p_log_p``: scratch space of len(hist), passed in because an env step calls this hundreds of times."""
     n_modes = len(hist)
     total = 0
     for count in hist:
         total += count
-    p_log_p = np.empty(n_modes)
     covered = 0
     for j in range(n_modes):
         p = hist[j] / max(total, 1)
@@ -155,11 +151,17 @@ def _numpy_sum(a: np.ndarray) -> float:
         half = n // 2
         half -= half % 8
         return _numpy_sum(a[:half]) + _numpy_sum(a[half:])
-    r = a[:8].copy()
+    r0, r1, r2, r3, r4, r5, r6, r7 = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
     for i in range(8, n - n % 8, 8):
-        for j in range(8):
-            r[j] += a[i + j]
-    total = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        r0 += a[i]
+        r1 += a[i + 1]
+        r2 += a[i + 2]
+        r3 += a[i + 3]
+        r4 += a[i + 4]
+        r5 += a[i + 5]
+        r6 += a[i + 6]
+        r7 += a[i + 7]
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
     for i in range(n - n % 8, n):
         total += a[i]
     return total
