@@ -146,7 +146,7 @@ class CoverageEnv(ParallelEnv):
         x = self.decode(z.reshape(n * m, d))  # (N*m, *data_shape): one pass for all agents
         scores = self.judge.score(x)  # (N*m,)
         modes = self.assigner(x)  # (N*m,)
-        bars = np.full(1, self._bar(actions["critic"]))
+        bars = np.array([self._bar(actions["critic"])])
         accepted, gen_rewards, fraction, score_hist, step_accepted = settle(
             scores[None], bars, modes[None], self.team_hist[None], self.own_hist[None], *self.terms
         )  # one env copy; its histograms move in place
@@ -213,7 +213,7 @@ class CoverageEnv(ParallelEnv):
         return float(np.clip(np.asarray(critic_action).reshape(-1)[0], 0.0, 1.0))
 
     def _observations(self) -> dict[str, np.ndarray]:
-        one = lambda value: np.full(1, value)  # noqa: E731  (a lone env is one copy to observe)
+        one = lambda value: np.array([value], dtype=np.float64)  # noqa: E731  (a lone env is one copy)
         obs = observe(
             self.team_hist[None],
             self.own_hist[None],
