@@ -61,3 +61,16 @@ def test_score_histograms_bin_as_np_histogram():
         np.testing.assert_array_equal(score_histograms(row[None])[0], expect)
     with pytest.raises(ValueError, match="outside"):
         score_histograms(np.array([[0.5, np.nan]]))
+
+
+def test_kernels_compile_while_tianshous_helpers_stay_python():
+    """import marlgen sets NUMBA_DISABLE_JIT=1 for Tianshou's sake; marlgen's kernels compile anyway."""
+    import numba
+    from tianshou.data.buffer import manager
+
+    if not numba.config.DISABLE_JIT:
+        pytest.skip("NUMBA_DISABLE_JIT=0 was set before import marlgen: everything compiles")
+    settle(np.full((1, 2), 0.5), np.array([0.1]), np.zeros((1, 2), np.int64), np.zeros((1, 1), np.int64),
+           np.zeros((1, 1, 1), np.int64), 2, 0, 1.0, 1.0, 0.1)  # fmt: skip
+    assert settle.signatures and settle.nopython_signatures  # machine code, not the Python function
+    assert not isinstance(manager._prev_index, numba.core.dispatcher.Dispatcher)
