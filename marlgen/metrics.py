@@ -58,20 +58,25 @@ def _nearest_mean(samples: np.ndarray, means: np.ndarray, std: float) -> tuple[n
     env asks on every step about a few hundred samples, where numpy's per-call cost was most of the time.
     """
     n, d = samples.shape
+    n_means = means.shape[0]
+    means_t = np.ascontiguousarray(means.T)  # (d, M): the loop over means runs along memory
+    sq = np.empty(n_means)
     idx = np.zeros(n, dtype=np.int64)
     dist = np.empty(n, dtype=np.float64)
     for i in range(n):
-        best = np.inf
-        for j in range(means.shape[0]):
-            sq = 0.0
-            for k in range(d):
-                diff = np.float64(samples[i, k]) - means[j, k]
-                sq += diff * diff
-            if sq < best:
-                best, idx[i] = sq, j
-            elif sq != sq:  # NaN: argmin's answer is the first NaN
-                best, idx[i] = sq, j
+        for j in range(n_means):
+            sq[j] = 0.0
+        for k in range(d):
+            x = np.float64(samples[i, k])
+            for j in range(n_means):  # no branch: the compiler can vectorise it
+                diff = x - means_t[k, j]
+                sq[j] += diff * diff
+        best = sq[0]
+        for j in range(1, n_means):
+            if best != best:  # NaN: argmin's answer is the first NaN
                 break
+            if sq[j] < best or sq[j] != sq[j]:
+                best, idx[i] = sq[j], j
         dist[i] = np.sqrt(best) / std
     return idx, dist
 
