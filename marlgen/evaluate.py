@@ -48,7 +48,6 @@ class TeamActor:
         self.policy, self.obs_width = policy, obs_width
         self.agents = agents
         self.roles = np.array([role_of(a, share_generators) for a in agents])
-        self.actions = actions
         self.rng = OwnRandomState(seed) if actions == "sample" else None
 
     def __call__(self, obs: dict) -> dict:

@@ -33,9 +33,9 @@ from marlgen.evaluate import TeamActor, modes_covered, team_episodes
 from marlgen.lockstep import LockstepVectorEnv, TeamEnv, use_lockstep_policy
 from marlgen.rewards import objective
 
-EVAL_EPISODES = (
-    20  # episodes (acting as eval.actions says) after each epoch: the history's episode_modes_covered
-)
+# Held-out episodes after each epoch, the team acting as eval.actions says: the history's
+# episode_modes_covered, and what picks the evaluated (best) epoch.
+EVAL_EPISODES = 20
 
 VECTOR_ENVS = {"dummy": DummyVectorEnv, "subproc": SubprocVectorEnv, "ray": RayVectorEnv}
 

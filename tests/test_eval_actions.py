@@ -10,7 +10,7 @@ from marlgen.build import make_env
 from marlgen.config import ConfigError, load_scenario
 from marlgen.evaluate import steer
 from marlgen.train import train
-from tests.conftest import RING8
+from tests.conftest import RING8, quick_config
 
 EPISODES = 6
 
@@ -58,3 +58,16 @@ def test_sampling_leaves_the_global_random_state_and_the_policy_flag_alone(ring8
 def test_an_unknown_eval_actions_value_names_the_key():
     with pytest.raises(ConfigError, match=r"eval\.actions.*sample.*greedy"):
         load_scenario(RING8, ["eval.actions=mode"])
+
+
+def test_sampled_dqn_acts_epsilon_greedily(ring8, tmp_path):
+    """DQN has no action distribution: sampling is its epsilon-greedy draw at the training epsilon."""
+    cfg, parts = ring8
+    eps = ["agents.generator.eps_train_final=0.5", "agents.critic.eps_train_final=0.5"]
+    dqn = quick_config(RING8, cfg.cache_dir, "agent=dqn", *eps)
+    short = OmegaConf.merge(dqn, {"train": {"epochs": 1, "steps_per_epoch": 600, "n_envs": 2}})
+    team = train(short, parts, tmp_path, progress=False, log=lambda *a: None).team
+    first = choices(ring8, team.actor("sample", seed=1))[:, : cfg.env.n_generators]
+    assert len({tuple(row) for row in first}) > 1
+    greedy = choices(ring8, team.actor("greedy"))[:, : cfg.env.n_generators]
+    assert (greedy == greedy[0]).all()
