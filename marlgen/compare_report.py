@@ -22,7 +22,7 @@ from scipy import stats  # noqa: E402
 from marlgen import atomic  # noqa: E402
 from marlgen.methods import METHODS  # noqa: E402
 from marlgen.metrics import mean_ci95  # noqa: E402
-from marlgen.report import json_safe  # noqa: E402
+from marlgen.report import ACTING, json_safe  # noqa: E402
 
 REACHED = 0.9  # convergence: the first evaluation covering this share of the modes
 
@@ -132,7 +132,7 @@ def markdown(grouped: dict, summary: dict, cfg, study: dict, seconds: float) -> 
         f" {any_row['small_budget']} per small-budget episode ({cfg.eval.small_budget_per_mode} per mode,"
         f" {any_row['small_budget_episodes']} episodes); figures are over delivered samples. Cells: mean"
         " ± 95% CI over seeds, IQM in brackets. Each seed has its own pretrained model, shared by all"
-        " methods of that seed.",
+        f" methods of that seed. {ACTING[cfg.eval.actions]}",
         "",
         "## Diversity and quality",
         "",

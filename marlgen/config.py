@@ -211,6 +211,10 @@ class EvalConfig:
     # discriminator's training steps against the plain model, and the quantile of F set as gamma.
     drs_steps: int = 10000  # 2,000 left it weak on grid-25: 70% high quality against 82% at 10,000
     drs_gamma_quantile: float = 0.5
+    # How a trained team acts when evaluated (marlgen.evaluate.TeamActor): sample (each action drawn from
+    # the policy, as a generator draws; seeded) | greedy (the policy's deterministic choice, which
+    # replays the same anchors every episode).
+    actions: str = "greedy"
 
 
 @dataclass
@@ -241,6 +245,7 @@ CHOICES = {
     "model.training": ("conventional", "guided"),
     "model.guided.signal": ("team", "greedy"),
     "model.guided.anneal": ("none", "reward", "all"),
+    "eval.actions": ("sample", "greedy"),
 }
 POSITIVE = (
     "data.n_modes data.radius data.grid_size data.grid_spacing data.std data.n_train "

@@ -7,11 +7,12 @@ computed on the samples *delivered* (accepted); both counts are reported.
 from __future__ import annotations
 
 import functools
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tianshou.data import Batch
+from tianshou.data import Batch, to_numpy
 
 from marlgen import metrics
 from marlgen.lockstep import role_of
@@ -26,32 +27,82 @@ class Rollout:
     choice: np.ndarray | None = None  # (n_decoded,) anchor a team sample came from (-1: continuous centre)
 
 
-class TeamActor:
-    """Acts for every agent of a CoverageEnv with a trained multi-agent Tianshou policy, greedily."""
+ACTIONS = ("sample", "greedy")  # eval.actions: how a trained team acts when it is evaluated
 
-    def __init__(self, policy, agents: list[str], share_generators: bool, obs_width: int):
+
+class TeamActor:
+    """Acts for every agent of a CoverageEnv with a trained multi-agent Tianshou policy.
+
+    ``actions="greedy"`` replays the policy's deterministic choice (PPO's most likely action, DQN's
+    best Q): the same anchors in every episode from the same observations. ``"sample"`` draws each
+    action as the policy did in training (PPO from its distribution, DQN epsilon-greedy at its last
+    training epsilon), which is how a generator is used: a fresh draw per episode. The draws come
+    from the actor's own random state, seeded by ``seed``, so an evaluation is reproducible and
+    leaves the global generators (training's) untouched.
+    """
+
+    def __init__(self, policy, agents: list[str], share_generators: bool, obs_width: int,
+                 actions: str = "greedy", seed: int = 0):  # fmt: skip
+        if actions not in ACTIONS:
+            raise ValueError(f"actions={actions!r}: pick one of {', '.join(ACTIONS)}")
         self.policy, self.obs_width = policy, obs_width
         self.agents = agents
         self.roles = np.array([role_of(a, share_generators) for a in agents])
+        self.rng = OwnRandomState(seed) if actions == "sample" else None
 
-    @torch.no_grad()
     def __call__(self, obs: dict) -> dict:
         padded = np.zeros((len(self.agents), self.obs_width), dtype=np.float32)
         for i, a in enumerate(self.agents):
             padded[i, : len(obs[a])] = obs[a]
-        self.policy.eval()
-        batch = Batch(obs=Batch(agent_id=self.roles, obs=padded), info={})
-        act = self.policy.map_action(self.policy(batch).act)
+        act = self._act(Batch(agent_id=self.roles, obs=padded))
         return {a: act[i] for i, a in enumerate(self.agents)}
 
-    @torch.no_grad()
     def act_stacked(self, obs: np.ndarray) -> np.ndarray:
         """(K, A, W) observations of K env copies (marlgen.batched) -> (K, A, action width) actions."""
         k, n_agents = len(obs), len(self.agents)
-        self.policy.eval()
         rows = Batch(agent_id=np.tile(self.roles, k), obs=np.asarray(obs).reshape(k * n_agents, -1))
-        act = self.policy.map_action(self.policy(Batch(obs=rows, info={})).act)
-        return np.asarray(act, dtype=np.float32).reshape(k, n_agents, -1)
+        return np.asarray(self._act(rows), dtype=np.float32).reshape(k, n_agents, -1)
+
+    @torch.no_grad()
+    def _act(self, obs: Batch) -> np.ndarray:
+        self.policy.eval()
+        batch = Batch(obs=obs, info={})
+        if self.rng is None:
+            return self.policy.map_action(self.policy(batch).act)
+        with self.rng, acting_as_in_training(self.policy):
+            act = to_numpy(self.policy(batch).act)
+            act = self.policy.add_exploration_noise(act, batch)  # DQN's epsilon; PPO adds none
+        return self.policy.map_action(act)
+
+
+class OwnRandomState:
+    """A private torch and numpy random state, swapped in while ``with``-ed: Tianshou draws actions
+    (torch) and epsilon (numpy) from the global generators, which training's seed owns."""
+
+    def __init__(self, seed: int):
+        self.torch_state = torch.Generator().manual_seed(seed).get_state()
+        self.numpy_state = np.random.RandomState(seed).get_state()
+
+    def __enter__(self):
+        self._saved = torch.get_rng_state(), np.random.get_state()
+        torch.set_rng_state(self.torch_state)
+        np.random.set_state(self.numpy_state)
+
+    def __exit__(self, *exc):
+        self.torch_state, self.numpy_state = torch.get_rng_state(), np.random.get_state()
+        torch.set_rng_state(self._saved[0])
+        np.random.set_state(self._saved[1])
+
+
+@contextmanager
+def acting_as_in_training(policy):
+    """The policy's training-step flag, which makes Tianshou's policies act stochastically."""
+    before = policy.is_within_training_step
+    policy.is_within_training_step = True
+    try:
+        yield
+    finally:
+        policy.is_within_training_step = before
 
 
 class RandomActor:
@@ -84,7 +135,7 @@ def steer(env, actor, budget: int, seed: int) -> tuple[Rollout, list[int]]:
 
 
 def team_episodes(env_fn, actor: TeamActor, episodes: int, seed: int) -> list[np.ndarray]:
-    """The team's final mode histogram in each of ``episodes`` greedy episodes, run side by side as
+    """The team's final mode histogram in each of ``episodes`` episodes, run side by side as
     copies of one BatchedTeams (one decode and one policy pass per step for all of them). Episode e
     is seeded seed + e, as ``steer`` seeds its episodes one after the other."""
     from marlgen.batched import BatchedTeams
@@ -249,7 +300,8 @@ def evaluate_methods(cfg, parts, team) -> tuple[dict, dict]:
     """Team, plain prior and random agents at the same budgets -> (figures, rollouts by method)."""
     at = budgets(cfg, parts.assigner.n_modes)
     results, rollouts = {}, {}
-    results["team"], rollouts["team"] = evaluate_actor(cfg, parts, lambda env: team.actor(), at)
+    team_actor = lambda env: team.actor(cfg.eval.actions, at.seed)  # noqa: E731
+    results["team"], rollouts["team"] = evaluate_actor(cfg, parts, team_actor, at)
     sample_prior = functools.partial(prior, parts.model, parts.assigner)
     results["prior"], rollouts["prior"] = evaluate_sampler(cfg, parts, sample_prior, at)
     random_actor = lambda env: RandomActor(env, at.seed)  # noqa: E731

@@ -132,7 +132,7 @@ def _run(cfg, method: str, job_dir: Path, saved: dict | None = None) -> dict:
 
         quiet = lambda *_: None  # noqa: E731
         trained = train(cfg, parts, job_dir, progress=False, log=quiet, saved=saved, init=team_states)
-        figures, _ = evaluate_actor(cfg, parts, lambda env: trained.team.actor(), at)
+        figures, _ = evaluate_actor(cfg, parts, lambda env: trained.team.actor(cfg.eval.actions, at.seed), at)
         return {"figures": figures, "history": trained.history, "train_seconds": trained.seconds}
     if method == "random":
         figures, _ = evaluate_actor(cfg, parts, lambda env: RandomActor(env, at.seed), at)

@@ -33,6 +33,14 @@ def write_metrics(run_dir: Path, results: dict) -> None:
     (run_dir / "metrics.json").write_text(json.dumps(json_safe(results), indent=2) + "\n")
 
 
+ACTING = {  # how the evaluated team acted (eval.actions)
+    "sample": "The team's agents **sample** their actions from the trained policy (`eval.actions=sample`,"
+    " seeded): a fresh draw each episode, as a generator is used.",
+    "greedy": "The team's agents act **greedily** (`eval.actions=greedy`): the trained policy's"
+    " deterministic choice, the same anchors every episode from the same observations.",
+}
+
+
 def write_report(
     run_dir: Path,
     cfg,
@@ -61,7 +69,7 @@ def write_report(
         f"Generators: {cfg.env.n_generators} × {cfg.agents.generator.algorithm.upper()}"
         f" ({'shared parameters' if cfg.agents.generator.share_parameters else 'one network each'}),"
         f" critic: {cfg.agents.critic.algorithm.upper()} judged by the **{judge}**."
-        f" Model: {cfg.model.kind.upper()} on {data}.",
+        f" Model: {cfg.model.kind.upper()} on {data}. {ACTING[cfg.eval.actions]}",
         "",
         f"Every method decodes {any_row['budget']} samples; figures are over the samples it delivers"
         f" (the critic's rejects still cost their decode). {quality}"

@@ -33,7 +33,9 @@ from marlgen.evaluate import TeamActor, modes_covered, team_episodes
 from marlgen.lockstep import LockstepVectorEnv, TeamEnv, use_lockstep_policy
 from marlgen.rewards import objective
 
-EVAL_EPISODES = 20  # greedy episodes after each epoch: the history's episode_modes_covered
+# Held-out episodes after each epoch, the team acting as eval.actions says: the history's
+# episode_modes_covered, and what picks the evaluated (best) epoch.
+EVAL_EPISODES = 20
 
 VECTOR_ENVS = {"dummy": DummyVectorEnv, "subproc": SubprocVectorEnv, "ray": RayVectorEnv}
 
@@ -75,8 +77,10 @@ class Team:
     share_generators: bool
     obs_width: int
 
-    def actor(self) -> TeamActor:
-        return TeamActor(self.algorithm.policy, self.agents, self.share_generators, self.obs_width)
+    def actor(self, actions: str = "greedy", seed: int = 0) -> TeamActor:
+        """How the team acts when evaluated: ``actions`` is eval.actions (see TeamActor)."""
+        policy = self.algorithm.policy
+        return TeamActor(policy, self.agents, self.share_generators, self.obs_width, actions, seed)
 
 
 @dataclass
@@ -257,7 +261,8 @@ def fit(cfg, parts: Parts, team: Team, venv, roles: list[str], schedule: Schedul
             raise
         training_seconds += time.perf_counter() - epoch_start
         guard.check_team(algorithm, roles, cfg, f"{where}{_kept(history, cfg)}")
-        histograms = team_episodes(eval_env_fn, team.actor(), EVAL_EPISODES, seed=10_000 + epoch)
+        actor = team.actor(cfg.eval.actions, seed=10_000 + epoch)  # as evaluated: the best epoch is picked so
+        histograms = team_episodes(eval_env_fn, actor, EVAL_EPISODES, seed=10_000 + epoch)
         row = {
             "epoch": epoch,
             "env_steps": int(trainer._env_step),  # agent steps (transitions) collected so far

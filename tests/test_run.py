@@ -93,15 +93,23 @@ def test_failed_run_is_marked_failed(tmp_path, cache_dir, monkeypatch, capsys):
     assert "simulated crash" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("agent", ["ppo", "dqn"])
-def test_same_seed_same_metrics(tmp_path, cache_dir, agent):
+@pytest.mark.parametrize(
+    "agent, actions", [("ppo", "greedy"), ("dqn", "greedy"), ("ppo", "sample"), ("dqn", "sample")]
+)
+def test_same_seed_same_metrics(tmp_path, cache_dir, agent, actions):
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        args = [str(ROOT / "scenarios/gmm_ring8.yaml"), f"agent={agent}", f"out_dir={out}"]
+        args = [
+            str(ROOT / "scenarios/gmm_ring8.yaml"),
+            f"agent={agent}",
+            f"eval.actions={actions}",
+            f"out_dir={out}",
+        ]
         assert main([*args, f"cache_dir={cache_dir}", *SHORT, "--no-progress"]) == 0
         weights = torch.load(out / "checkpoints" / "policy.pt")["roles"]
         runs.append((json.loads((out / "metrics.json").read_text()), weights))
+        assert f"`eval.actions={actions}`" in (out / "report.md").read_text()  # the report says how it acted
     assert runs[0][0] == runs[1][0]
     for role, state in runs[0][1].items():  # trained weights too: metrics alone can hide drift
         for key, tensor in state.items():
