@@ -235,6 +235,7 @@ class GuidedUpdater:
             loss_g = loss_g + self.gcfg.specialisation * loss_spec
             out["loss_spec"] = loss_spec.item()
         _update(self.optimizers["generator"], loss_g)
+        model.update_average()  # model.ema: the average decodes for the team and the measurements
         return out
 
 
@@ -266,12 +267,14 @@ def mixture_figures(
 
 
 def round_config(gcfg, r: int):
-    """Round r's settings. ``anneal=reward``: the reward weight falls linearly to 0 by the last round,
+    """Round r's settings. ``anneal=reward``: the reward weight falls linearly to ``anneal_to`` times its
+    value (0 by default) by the last round,
     so the last updates fit the data as it is rather than reweighted, while the regions, vacancies and
     specialisation still hold every mode; ``anneal=all``: the specialisation falls with it."""
     if gcfg.anneal == "none" or gcfg.rounds < 2:
         return gcfg
-    scale = (gcfg.rounds - r) / (gcfg.rounds - 1)
+    floor = gcfg.anneal_to  # the fraction of the guidance left in the last round
+    scale = floor + (1 - floor) * (gcfg.rounds - r) / (gcfg.rounds - 1)
     annealed = {"reward_weight": gcfg.reward_weight * scale}
     if gcfg.anneal == "all":
         annealed["specialisation"] = gcfg.specialisation * scale

@@ -84,6 +84,10 @@ def test_anneal_lowers_the_guidance_to_nothing_by_the_last_round():
     )
     plain = OmegaConf.structured(GuidedConfig(rounds=5))
     assert round_config(plain, 5) is plain
+    half = OmegaConf.merge(gcfg, {"anneal": "reward", "anneal_to": 0.5})  # a floor: half the weight stays
+    assert [round_config(half, r).reward_weight for r in range(1, 6)] == pytest.approx(
+        [2.0, 1.75, 1.5, 1.25, 1.0]
+    )
 
 
 def test_plan_from_team_keeps_good_anchors_and_fills_lost_modes():
@@ -177,6 +181,7 @@ def test_raw_coordinates_leave_the_normaliser_alone(tmp_path):
         (["model.guided.signal=oracle"], "model.guided.signal='oracle' is not one of team, greedy"),
         (["model.guided.region_fraction=1.5"], "must lie in [0.0, 1.0]"),
         (["model.guided.anneal=linear"], "model.guided.anneal='linear' is not one of none, reward, all"),
+        (["model.guided.anneal_to=2"], "model.guided.anneal_to"),
     ],
 )
 def test_bad_guided_settings_are_refused(overrides, needle):

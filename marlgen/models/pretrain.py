@@ -42,7 +42,7 @@ PARTIAL_FORMAT = "marlgen-partial-training"
 PROCEDURE_KEYS = ("training", "guided")
 # Keys added after cache version 1 enter the cache key only when set away from these defaults, so the
 # weights cached before the keys existed stay valid.
-LATER_KEYS = {"standardize": True, "curve_every": 0}
+LATER_KEYS = {"standardize": True, "curve_every": 0, "ema": 0.0}
 # Keys a model kind never reads: they must not split its cache (a GAN is the same GAN under any kl_weight).
 UNUSED_BY_KIND = {"gan": ("kl_weight",), "conv_gan": ("kl_weight",)}
 
