@@ -100,6 +100,9 @@ class GuidedConfig:
     # vacancies and specialisation stay), or all (reward_weight and specialisation).
     anneal: str = "none"
     anneal_to: float = 0.0  # the fraction of the annealed guidance left in the last round
+    # The rounds carry on the warm-up's optimiser states (Adam's moments) rather than restarting Adam,
+    # whose first steps after a restart jolt every weight by about the learning rate.
+    continue_optimizers: bool = False
 
 
 @dataclass

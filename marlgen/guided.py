@@ -47,6 +47,7 @@ from torch import Tensor
 
 from marlgen import metrics
 from marlgen.build import Parts, make_env
+from marlgen.errors import CheckpointError
 from marlgen.evaluate import Rollout, prior_figures, steer
 from marlgen.rewards import objective
 
@@ -181,6 +182,16 @@ class GuidedUpdater:
             torch.manual_seed(seed)
             self.head = model.make_head(len(anchors))  # which anchor's region made this sample
         self.optimizers = model.make_optimizers(model_cfg.lr)
+        if gcfg.continue_optimizers:  # the warm-up's Adam moments: the rounds carry on its training
+            states = getattr(model, "optimizer_states", None)
+            if states is None:
+                raise CheckpointError(
+                    "model.guided.continue_optimizers=true needs the warm-up's optimiser states, which this "
+                    "cached warm-up model predates: delete its file in cache_dir to retrain it, or set "
+                    "model.guided.continue_optimizers=false"
+                )
+            for name, optimizer in self.optimizers.items():
+                optimizer.load_state_dict(states[name])
         self.head_optimizer = torch.optim.Adam(self.head.parameters(), lr=model_cfg.lr, betas=(0.5, 0.999))
         self.generator = torch.Generator().manual_seed(seed)
 

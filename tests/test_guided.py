@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from marlgen.config import ConfigError, GuidedConfig, ModelConfig, load_scenario
+from marlgen.errors import CheckpointError
 from marlgen.evaluate import Rollout
 from marlgen.guided import (
     GuidedUpdater,
@@ -22,7 +23,12 @@ from marlgen.guided import (
     vacancy_regions,
 )
 from marlgen.models.mlp import MLPGAN
-from marlgen.models.pretrain import checkpoint_name, model_config_dict, pretrained_model
+from marlgen.models.pretrain import (
+    checkpoint_name,
+    load_model_checkpoint,
+    model_config_dict,
+    pretrained_model,
+)
 from marlgen.run import main
 from tests.conftest import ROOT
 
@@ -128,6 +134,28 @@ def test_updater_trains_regions_to_distinct_outputs_and_leaves_the_model_frozen(
     with torch.no_grad():
         predicted = updater.head(model.decode(z)).argmax(1)
     assert (predicted == torch.arange(2).repeat_interleave(50)).float().mean() > 0.9
+
+
+def test_updater_carries_on_the_warm_up_optimisers_when_asked(tmp_path):
+    """continue_optimizers: the rounds start from the cached warm-up's Adam moments, not from scratch;
+    a cached model without them is refused with the fix, not silently restarted."""
+    data = np.random.default_rng(0).standard_normal((64, 2)).astype(np.float32)
+    cfg = ModelConfig(kind="gan", hidden=8, depth=1, train_steps=7, batch_size=16)
+    warm = pretrained_model(cfg, data, 0, tmp_path, progress=False)
+    reloaded = load_model_checkpoint(next(tmp_path.glob("gan-*.pt")))
+    anchors = np.zeros((2, 2), np.float32)
+    modes = np.zeros(64, np.int64)
+    for model in (warm, reloaded):
+        updater = GuidedUpdater(model, data, modes, anchors, GuidedConfig(continue_optimizers=True), cfg, 0)
+        for name, optimizer in updater.optimizers.items():
+            moments = optimizer.state_dict()["state"][0]
+            assert float(moments["step"]) == 7, name  # seven warm-up steps already taken
+            assert torch.equal(moments["exp_avg"], model.optimizer_states[name]["state"][0]["exp_avg"])
+    fresh = GuidedUpdater(warm, data, modes, anchors, GuidedConfig(), cfg, 0)
+    assert all(not optimizer.state for optimizer in fresh.optimizers.values())
+    reloaded.optimizer_states = None  # a checkpoint written before the states were kept
+    with pytest.raises(CheckpointError, match="continue_optimizers=false"):
+        GuidedUpdater(reloaded, data, modes, anchors, GuidedConfig(continue_optimizers=True), cfg, 0)
 
 
 def test_procedure_keys_stay_out_of_the_cache_and_new_keys_keep_old_names():
