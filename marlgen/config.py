@@ -99,6 +99,10 @@ class GuidedConfig:
     # Guidance that falls linearly to 0 by the last round: none, reward (reward_weight only; regions,
     # vacancies and specialisation stay), or all (reward_weight and specialisation).
     anneal: str = "none"
+    anneal_to: float = 0.0  # the fraction of the annealed guidance left in the last round
+    # The rounds carry on the warm-up's optimiser states (Adam's moments) rather than restarting Adam,
+    # whose first steps after a restart jolt every weight by about the learning rate.
+    continue_optimizers: bool = False
 
 
 @dataclass
@@ -115,6 +119,9 @@ class ModelConfig:
     standardize: bool = True
     # Generator updates between checks of the model's prior (modes, high quality) while it trains; 0: none.
     curve_every: int = 0
+    # GANs: decay of an exponential moving average of the generator's weights, which decodes outside
+    # training (marlgen.models.mlp.generator_average); 0: none, the last weights decode.
+    ema: float = 0.0
     training: str = "conventional"  # conventional | guided (the team steers the model's training)
     guided: GuidedConfig = field(default_factory=GuidedConfig)
 
@@ -273,6 +280,8 @@ FRACTIONS = {
     "modes.kmeans_quantile": (0.0, 1.0, False, True),
     "eval.drs_gamma_quantile": (0.0, 1.0, True, True),
     "model.guided.region_fraction": (0.0, 1.0, True, True),
+    "model.ema": (0.0, 1.0, True, False),
+    "model.guided.anneal_to": (0.0, 1.0, True, True),
 }
 # The same checks for both roles' agent settings (agents.generator.* and agents.critic.*).
 AGENT_POSITIVE = "update_repeats buffer_size target_update_freq n_step updates_per_step eps_clip".split()
@@ -380,17 +389,26 @@ def validate(cfg: DictConfig, where: str) -> None:
     if cfg.env.action == "discrete" and cfg.env.n_anchors < 2:
         raise ConfigError(f"{where}: env.n_anchors={cfg.env.n_anchors} must be at least 2")
     _validate_registries(cfg, where)
+    if cfg.model.ema > 0 and not _is_gan(cfg.model.kind):
+        raise ConfigError(
+            f"{where}: model.ema={cfg.model.ema} averages a GAN generator's weights; model.kind="
+            f"{cfg.model.kind!r} has no generator to average: set model.ema=0 or use a GAN"
+        )
     if cfg.model.training == "guided":
         _validate_guided(cfg, where)
 
 
-def _validate_guided(cfg: DictConfig, where: str) -> None:
-    """Guided training updates a GAN in place between team trainings over discrete anchors."""
+def _is_gan(kind: str) -> bool:
     from marlgen.models import MODELS
 
+    model_cls = getattr(MODELS[kind], "__self__", None)  # builders are classmethods
+    return hasattr(model_cls, "discriminate")
+
+
+def _validate_guided(cfg: DictConfig, where: str) -> None:
+    """Guided training updates a GAN in place between team trainings over discrete anchors."""
     model, guided = cfg.model, cfg.model.guided
-    model_cls = getattr(MODELS[model.kind], "__self__", None)  # builders are classmethods
-    if not hasattr(model_cls, "discriminate"):
+    if not _is_gan(model.kind):
         raise ConfigError(
             f"{where}: model.training='guided' trains a GAN's generator against its discriminator; "
             f"model.kind={model.kind!r} has none: use model.kind=gan or conv_gan, or "

@@ -47,6 +47,7 @@ from torch import Tensor
 
 from marlgen import metrics
 from marlgen.build import Parts, make_env
+from marlgen.errors import CheckpointError
 from marlgen.evaluate import Rollout, prior_figures, steer
 from marlgen.rewards import objective
 
@@ -181,6 +182,16 @@ class GuidedUpdater:
             torch.manual_seed(seed)
             self.head = model.make_head(len(anchors))  # which anchor's region made this sample
         self.optimizers = model.make_optimizers(model_cfg.lr)
+        if gcfg.continue_optimizers:  # the warm-up's Adam moments: the rounds carry on its training
+            states = getattr(model, "optimizer_states", None)
+            if states is None:
+                raise CheckpointError(
+                    "model.guided.continue_optimizers=true needs the warm-up's optimiser states, which this "
+                    "cached warm-up model predates: delete its file in cache_dir to retrain it, or set "
+                    "model.guided.continue_optimizers=false"
+                )
+            for name, optimizer in self.optimizers.items():
+                optimizer.load_state_dict(states[name])
         self.head_optimizer = torch.optim.Adam(self.head.parameters(), lr=model_cfg.lr, betas=(0.5, 0.999))
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -235,6 +246,7 @@ class GuidedUpdater:
             loss_g = loss_g + self.gcfg.specialisation * loss_spec
             out["loss_spec"] = loss_spec.item()
         _update(self.optimizers["generator"], loss_g)
+        model.update_average()  # model.ema: the average decodes for the team and the measurements
         return out
 
 
@@ -266,12 +278,14 @@ def mixture_figures(
 
 
 def round_config(gcfg, r: int):
-    """Round r's settings. ``anneal=reward``: the reward weight falls linearly to 0 by the last round,
+    """Round r's settings. ``anneal=reward``: the reward weight falls linearly to ``anneal_to`` times its
+    value (0 by default) by the last round,
     so the last updates fit the data as it is rather than reweighted, while the regions, vacancies and
     specialisation still hold every mode; ``anneal=all``: the specialisation falls with it."""
     if gcfg.anneal == "none" or gcfg.rounds < 2:
         return gcfg
-    scale = (gcfg.rounds - r) / (gcfg.rounds - 1)
+    floor = gcfg.anneal_to  # the fraction of the guidance left in the last round
+    scale = floor + (1 - floor) * (gcfg.rounds - r) / (gcfg.rounds - 1)
     annealed = {"reward_weight": gcfg.reward_weight * scale}
     if gcfg.anneal == "all":
         annealed["specialisation"] = gcfg.specialisation * scale

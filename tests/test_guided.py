@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from marlgen.config import ConfigError, GuidedConfig, ModelConfig, load_scenario
+from marlgen.errors import CheckpointError
 from marlgen.evaluate import Rollout
 from marlgen.guided import (
     GuidedUpdater,
@@ -22,7 +23,12 @@ from marlgen.guided import (
     vacancy_regions,
 )
 from marlgen.models.mlp import MLPGAN
-from marlgen.models.pretrain import checkpoint_name, model_config_dict, pretrained_model
+from marlgen.models.pretrain import (
+    checkpoint_name,
+    load_model_checkpoint,
+    model_config_dict,
+    pretrained_model,
+)
 from marlgen.run import main
 from tests.conftest import ROOT
 
@@ -84,6 +90,10 @@ def test_anneal_lowers_the_guidance_to_nothing_by_the_last_round():
     )
     plain = OmegaConf.structured(GuidedConfig(rounds=5))
     assert round_config(plain, 5) is plain
+    half = OmegaConf.merge(gcfg, {"anneal": "reward", "anneal_to": 0.5})  # a floor: half the weight stays
+    assert [round_config(half, r).reward_weight for r in range(1, 6)] == pytest.approx(
+        [2.0, 1.75, 1.5, 1.25, 1.0]
+    )
 
 
 def test_plan_from_team_keeps_good_anchors_and_fills_lost_modes():
@@ -124,6 +134,28 @@ def test_updater_trains_regions_to_distinct_outputs_and_leaves_the_model_frozen(
     with torch.no_grad():
         predicted = updater.head(model.decode(z)).argmax(1)
     assert (predicted == torch.arange(2).repeat_interleave(50)).float().mean() > 0.9
+
+
+def test_updater_carries_on_the_warm_up_optimisers_when_asked(tmp_path):
+    """continue_optimizers: the rounds start from the cached warm-up's Adam moments, not from scratch;
+    a cached model without them is refused with the fix, not silently restarted."""
+    data = np.random.default_rng(0).standard_normal((64, 2)).astype(np.float32)
+    cfg = ModelConfig(kind="gan", hidden=8, depth=1, train_steps=7, batch_size=16)
+    warm = pretrained_model(cfg, data, 0, tmp_path, progress=False)
+    reloaded = load_model_checkpoint(next(tmp_path.glob("gan-*.pt")))
+    anchors = np.zeros((2, 2), np.float32)
+    modes = np.zeros(64, np.int64)
+    for model in (warm, reloaded):
+        updater = GuidedUpdater(model, data, modes, anchors, GuidedConfig(continue_optimizers=True), cfg, 0)
+        for name, optimizer in updater.optimizers.items():
+            moments = optimizer.state_dict()["state"][0]
+            assert float(moments["step"]) == 7, name  # seven warm-up steps already taken
+            assert torch.equal(moments["exp_avg"], model.optimizer_states[name]["state"][0]["exp_avg"])
+    fresh = GuidedUpdater(warm, data, modes, anchors, GuidedConfig(), cfg, 0)
+    assert all(not optimizer.state for optimizer in fresh.optimizers.values())
+    reloaded.optimizer_states = None  # a checkpoint written before the states were kept
+    with pytest.raises(CheckpointError, match="continue_optimizers=false"):
+        GuidedUpdater(reloaded, data, modes, anchors, GuidedConfig(continue_optimizers=True), cfg, 0)
 
 
 def test_procedure_keys_stay_out_of_the_cache_and_new_keys_keep_old_names():
@@ -177,6 +209,7 @@ def test_raw_coordinates_leave_the_normaliser_alone(tmp_path):
         (["model.guided.signal=oracle"], "model.guided.signal='oracle' is not one of team, greedy"),
         (["model.guided.region_fraction=1.5"], "must lie in [0.0, 1.0]"),
         (["model.guided.anneal=linear"], "model.guided.anneal='linear' is not one of none, reward, all"),
+        (["model.guided.anneal_to=2"], "model.guided.anneal_to"),
     ],
 )
 def test_bad_guided_settings_are_refused(overrides, needle):

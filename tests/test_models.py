@@ -14,6 +14,7 @@ from marlgen.errors import CheckpointError
 from marlgen.models import MODELS
 from marlgen.models import pretrain as pretrain_mod
 from marlgen.models.pretrain import build_model, load_model_checkpoint, pretrained_model
+from tests.conftest import ROOT
 
 KINDS = sorted(MODELS)
 
@@ -180,3 +181,52 @@ def test_a_gan_cache_ignores_the_vae_only_kl_weight():
         assert checkpoint_name(a, data, 0) == checkpoint_name(b, data, 0)
     vae = [model_config_dict({"kind": "vae", "kl_weight": w}) for w in (0.01, 1.0)]
     assert checkpoint_name(vae[0], data, 0) != checkpoint_name(vae[1], data, 0)
+
+
+@pytest.mark.parametrize("kind", ["gan", "conv_gan"])
+def test_generator_average_follows_the_weights_and_decodes_outside_training(kind, tmp_path):
+    """model.ema: the average is decay * average + (1 - decay) * weights after every generator step;
+    training decodes with the weights, eval (the agents, every measurement) with the average."""
+    shape = data_shape_for(kind)
+    model = build_model(vars(tiny_cfg(kind, ema=0.9)), shape)
+    model.train()
+    optimizers = model.make_optimizers(1e-2)
+    real = torch.from_numpy(mixture(8, shape))
+    gen = torch.Generator().manual_seed(0)
+    model.training_step(real, optimizers, gen)  # the first step copies the weights
+    expected = [p.detach().clone() for p in model.generator.parameters()]
+    for _ in range(3):
+        model.training_step(real, optimizers, gen)
+        for e, p in zip(expected, model.generator.parameters(), strict=True):
+            e.mul_(0.9).add_(0.1 * p.detach())
+    averaged = list(model.generator_ema.module.parameters())
+    assert all(torch.allclose(a, e, atol=1e-6) for a, e in zip(averaged, expected, strict=True))
+    assert not all(torch.equal(a, p) for a, p in zip(averaged, model.generator.parameters(), strict=True))
+    z = torch.randn(4, 2, generator=gen)
+    with torch.no_grad():
+        assert torch.equal(model.decode(z), model.denormalize(model.generator(z).view(4, *shape)))
+        model.eval()
+        assert torch.equal(model.decode(z), model.denormalize(model.generator_ema.module(z).view(4, *shape)))
+    # The average is part of the cached weights: a reload decodes the same.
+    trained = pretrained_model(tiny_cfg(kind, ema=0.9), mixture(32, shape), 0, tmp_path, progress=False)
+    again = load_model_checkpoint(next(tmp_path.glob(f"{kind}-*.pt")))
+    with torch.no_grad():
+        assert torch.equal(trained.decode(z), again.decode(z))
+        assert not torch.equal(trained.decode(z), trained.denormalize(trained.generator(z).view(4, *shape)))
+
+
+def test_ema_keys_the_cache_only_when_set_and_needs_a_gan():
+    from marlgen.config import ConfigError, load_scenario
+    from marlgen.models.pretrain import checkpoint_name, model_config_dict
+
+    data = np.zeros((8, 2), np.float32)
+    plain = model_config_dict({"kind": "gan"})
+    old = {k: v for k, v in plain.items() if k != "ema"}  # the key did not exist: old caches stay valid
+    averaged = model_config_dict({"kind": "gan", "ema": 0.999})
+    assert (
+        checkpoint_name(plain, data, 0) == checkpoint_name(old, data, 0) != checkpoint_name(averaged, data, 0)
+    )
+    with pytest.raises(ConfigError, match="model.ema"):
+        load_scenario(ROOT / "scenarios/gmm_ring8.yaml", ["model.ema=0.99", "model=vae"])
+    with pytest.raises(ConfigError, match="model.ema"):
+        load_scenario(ROOT / "scenarios/gmm_grid25_guided.yaml", ["model.ema=1.0"])

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from marlgen.config import ConfigError
-from marlgen.models.mlp import LatentModel
+from marlgen.models.mlp import AveragedGAN, LatentModel, generator_average
 
 
 def pyramid(data_shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -100,21 +100,22 @@ class ImageModel(LatentModel):
         """Identity on purpose (see the module docstring); the buffers stay 0 and 1."""
 
 
-class ConvGAN(ImageModel):
+class ConvGAN(ImageModel, AveragedGAN):
     """DCGAN (Radford et al. 2015) with the non-saturating loss; the mode-dropping image baseline."""
 
-    def __init__(self, data_shape: tuple[int, ...], latent_dim: int = 16, hidden: int = 32):
+    def __init__(self, data_shape: tuple[int, ...], latent_dim: int = 16, hidden: int = 32, ema: float = 0.0):
         super().__init__(latent_dim, data_shape)
         self.hidden = int(hidden)
         self.generator = ConvDecoder(latent_dim, self.data_shape, hidden)
+        self.generator_ema = generator_average(self.generator, ema)  # batch-norm statistics averaged too
         self.discriminator = ConvEncoder(self.data_shape, hidden, 1)
 
     @classmethod
     def from_config(cls, cfg: Any, data_shape: tuple[int, ...]) -> ConvGAN:
-        return cls(data_shape, latent_dim=cfg.latent_dim, hidden=cfg.hidden)
+        return cls(data_shape, latent_dim=cfg.latent_dim, hidden=cfg.hidden, ema=cfg.ema)
 
     def decode(self, z: Tensor) -> Tensor:  # (B, latent_dim) -> (B, C, H, W)
-        return self.generator(z)
+        return self.generator_in_use()(z)
 
     def discriminate(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B,) logits, > 0 means "real"
         return self.discriminator(x).squeeze(-1)
@@ -151,6 +152,7 @@ class ConvGAN(ImageModel):
         optimizers["generator"].zero_grad(set_to_none=True)
         loss_g.backward()
         optimizers["generator"].step()
+        self.update_average()
         return {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
 
 

@@ -42,7 +42,7 @@ PARTIAL_FORMAT = "marlgen-partial-training"
 PROCEDURE_KEYS = ("training", "guided")
 # Keys added after cache version 1 enter the cache key only when set away from these defaults, so the
 # weights cached before the keys existed stay valid.
-LATER_KEYS = {"standardize": True, "curve_every": 0}
+LATER_KEYS = {"standardize": True, "curve_every": 0, "ema": 0.0}
 # Keys a model kind never reads: they must not split its cache (a GAN is the same GAN under any kl_weight).
 UNUSED_BY_KIND = {"gan": ("kl_weight",), "conv_gan": ("kl_weight",)}
 
@@ -101,10 +101,11 @@ def pretrained_model(
         gen = torch.Generator(device=dev).manual_seed(seed)
         partial = path.with_name(path.name + ".partial")
         curve: list[dict] = []
+        optimizers = model.make_optimizers(cfg["lr"])
         with _torch_threads(threads):
             losses = train_model(
                 model, data_t, cfg, gen, progress=progress, resume=partial,
-                evaluate=evaluate if cfg["curve_every"] > 0 else None, curve=curve,
+                evaluate=evaluate if cfg["curve_every"] > 0 else None, curve=curve, optimizers=optimizers,
             )  # fmt: skip
     _check_finite(model, losses, cfg)  # a diverged model must not enter the cache
     seconds = time.perf_counter() - start
@@ -118,12 +119,20 @@ def pretrained_model(
             "train_seconds": seconds,
             "losses": losses,
             "curve": curve,
+            "optimizers": optimizer_states(optimizers),
         },
     )
     partial.unlink(missing_ok=True)
     log.info("trained %s model in %.1f s, saved %s", cfg["kind"], seconds, path)
     model.curve = curve
+    model.optimizer_states = optimizer_states(optimizers)
     return _freeze(model)
+
+
+def optimizer_states(optimizers: Mapping[str, torch.optim.Optimizer]) -> dict:
+    """The optimisers' states (Adam's moments), kept with the weights: training that carries on from a
+    cached model (guided training after its warm-up) continues them instead of restarting Adam."""
+    return {name: opt.state_dict() for name, opt in optimizers.items()}
 
 
 def train_model(
@@ -135,6 +144,7 @@ def train_model(
     resume: Path | None = None,
     evaluate: Evaluator | None = None,
     curve: list[dict] | None = None,
+    optimizers: dict[str, torch.optim.Optimizer] | None = None,
 ) -> dict[str, float]:
     """``cfg["train_steps"]`` steps on minibatches drawn with replacement; returns the last losses.
 
@@ -142,9 +152,10 @@ def train_model(
     every ``PARTIAL_EVERY_SECONDS`` (weights, optimiser and RNG states: the result does not change).
     ``evaluate``: called in eval mode every ``cfg["curve_every"]`` updates; rows are appended to ``curve``.
     It must draw from its own random generator, so that measuring does not change the weights.
+    ``optimizers``: the model's optimisers, made here when not given (the caller may keep their state).
     """
     model.train()
-    optimizers = model.make_optimizers(cfg["lr"])
+    optimizers = optimizers if optimizers is not None else model.make_optimizers(cfg["lr"])
     n, batch_size = data.shape[0], cfg["batch_size"]
     losses: dict[str, float] = {}
     curve = curve if curve is not None else []
@@ -237,6 +248,7 @@ def load_model_checkpoint(path: str | os.PathLike, device: str = "cpu") -> nn.Mo
             f"{path}: checkpoint does not fit the current model code ({_first_line(err)}); {fix}"
         ) from None
     model.curve = list(ckpt.get("curve") or [])  # prior figures measured while it trained
+    model.optimizer_states = ckpt.get("optimizers")  # None in checkpoints written before they were kept
     return _freeze(model.to(resolve_device(device)))
 
 
