@@ -87,7 +87,10 @@ def test_kill_mid_training_then_resume_gives_identical_figures(tmp_path, cache_d
     assert checkpoint.exists(), "a temp file must never be the only copy of a checkpoint"
 
     assert main(["--resume", str(out), "--no-progress"]) == 0  # in this process: one startup less
-    assert "resuming after epoch 1/2 from" in capsys.readouterr().out
+    # Usually mid-epoch 2; since the env step got faster, epoch 2 sometimes ends within the random
+    # delay, and the kill lands during the final evaluation: either way the run continues from disk.
+    resumed = capsys.readouterr().out
+    assert "resuming after epoch 1/2 from" in resumed or "resuming after epoch 2/2 from" in resumed
     assert status(out) == "complete"
     assert not list((out / "checkpoints").glob(".*.tmp"))  # leftovers of the kill are gone
     assert_same_figures(expected, out)
