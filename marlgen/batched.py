@@ -35,7 +35,6 @@ class BatchedTeams:
         self.k = n_copies
         self.agents = list(env.possible_agents)
         self.n, self.m, self.d, self.n_modes = env.n_gen, env.m, env.latent_dim, env.n_modes
-        self.obs_width = max(env.observation_space(a).shape[0] for a in self.agents)
         self.rngs = [seeding.np_random(None)[0] for _ in range(n_copies)]
         self.t = np.zeros(n_copies, dtype=np.int64)
         self.team_hist = np.zeros((n_copies, self.n_modes), dtype=np.int64)
@@ -101,13 +100,8 @@ class BatchedTeams:
         self.step_accepted[rows] = step_accepted
         self.t[rows] += 1
         done = self.t[rows] >= env.n_steps
-        return (
-            self._observations(rows),
-            rewards,
-            done,
-            np.zeros(k, dtype=bool),
-            [{} for _ in ids],
-        )
+        truncated = np.zeros(k, dtype=bool)
+        return self._observations(rows), rewards, done, truncated, [{} for _ in ids]
 
     def close(self) -> None:
         pass
@@ -155,4 +149,4 @@ class BatchedTeams:
         env = self.env
         return observe(self.team_hist[ids], self.own_hist[ids], self.own_accepted[ids], self.score_hist[ids],
                        self.step_accepted[ids], 1.0 - self.t[ids] / env.n_steps, env.n_modes / env.budget,
-                       self.obs_width)  # fmt: skip
+                       env.obs_width)  # fmt: skip
