@@ -26,18 +26,36 @@ from tqdm import tqdm
 
 from marlgen.config import ClassifierConfig
 from marlgen.errors import CheckpointError
-from marlgen.models.conv import pyramid
+from marlgen.models.conv import in_chunks, pyramid
 from marlgen.models.pretrain import _first_line, _torch_threads, data_fingerprint, save_model_checkpoint
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "marlgen-classifier"
 CACHE_VERSION = 1  # bump when a change to the network or its training makes cached weights stale
-CHUNK = 1024  # images per forward pass at inference
+
+
+class MaxPool2x2(nn.Module):
+    """``nn.MaxPool2d(2)`` as the max of four strided views: the same numbers (a max is exact).
+
+    On this CPU torch's pooling kernel took longer than the conv before it: 2.4 ms of a 3.4 ms
+    forward of 256 digits, more than the DCGAN decoder that made them; the views take 0.3 ms
+    (docs/performance.md, section 1.2).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C, H // 2, W // 2), floored as MaxPool2d
+        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+        top = torch.maximum(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2])
+        bottom = torch.maximum(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2])
+        return torch.maximum(top, bottom)
 
 
 class ConvClassifier(nn.Module):
-    """[3x3 conv, batch norm, ReLU, 2x2 max-pool] per halving -> linear -> ReLU (features) -> linear."""
+    """[3x3 conv, batch norm, 2x2 max-pool, ReLU] per halving -> linear -> ReLU (features) -> linear.
+
+    Pooling before the ReLU gives the same numbers as after it (both are monotone) on a quarter of the
+    values. The layer indices are those of the earlier ReLU-then-pool order, so cached weights load.
+    """
 
     def __init__(self, data_shape: tuple[int, ...], n_classes: int, width: int = 32, features: int = 128):
         super().__init__()
@@ -46,8 +64,8 @@ class ConvClassifier(nn.Module):
         chans = [self.data_shape[0]] + [width * 2**i for i in range(n)]
         layers: list[nn.Module] = []
         for c_in, c_out in zip(chans[:-1], chans[1:], strict=True):  # each halves H and W
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
-                       nn.MaxPool2d(2)]  # fmt: skip
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), MaxPool2x2(),
+                       nn.ReLU()]  # fmt: skip
         self.trunk = nn.Sequential(*layers, nn.Flatten(), nn.Linear(chans[-1] * bh * bw, features), nn.ReLU())
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(features, n_classes))
 
@@ -72,8 +90,8 @@ class TrainedClassifier:
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Images (n, C, H, W) -> (class (n,) int64, top softmax prob (n,), features (n, F)), in chunks."""
         labels, probs, feats = [], [], []
-        for start in range(0, len(x), CHUNK):
-            batch = torch.as_tensor(np.asarray(x[start : start + CHUNK], dtype=np.float32))
+        for part in in_chunks(x, self.net.trunk[0].out_channels * int(np.prod(x.shape[2:]))):  # first map
+            batch = torch.as_tensor(np.asarray(part, dtype=np.float32))
             f = self.net.features(batch)  # (b, F)
             p = torch.softmax(self.net.head(f), dim=1)  # (b, n_classes)
             top, cls = p.max(1)

@@ -187,6 +187,42 @@ def test_conv_models_decode_train_and_cache(kind, shape, tmp_path):
     assert MODELS[kind] is not None
 
 
+@pytest.mark.parametrize("kind", ["ConvGAN", "ConvVAE"])
+def test_inference_decodes_in_chunks_to_the_same_bits(kind, monkeypatch):
+    import marlgen.models.conv as conv
+
+    model = getattr(conv, kind)((3, 32, 32), latent_dim=4, hidden=8).eval()
+    z = torch.randn(37, 4, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        whole = model.decode_batch(z)
+        monkeypatch.setattr(conv, "CHUNK_FLOATS", 10 * model.decoder_net().peak_floats)  # 10, 9, 9, 9
+        assert torch.equal(model.decode(z), whole)
+    model.train()  # training decodes the whole batch: batch norm's statistics are the batch's
+    calls = []
+    monkeypatch.setattr(model, "decode_batch", lambda z: calls.append(len(z)) or whole)
+    model.decode(z)
+    assert calls == [37]
+
+
+def test_classifier_pooling_and_chunks_match_torch():
+    from marlgen.classifier import ConvClassifier, MaxPool2x2, TrainedClassifier
+
+    x = torch.randn(6, 4, 9, 7, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    ours, theirs = MaxPool2x2()(x), torch.nn.MaxPool2d(2)(x)
+    assert torch.equal(ours, theirs)
+    (g_ours,) = torch.autograd.grad(ours.sum(), x)
+    (g_theirs,) = torch.autograd.grad(theirs.sum(), x)
+    assert torch.equal(g_ours, g_theirs)  # no ties in random floats: the same routing of gradients
+
+    net = ConvClassifier((3, 32, 32), 10, width=8).eval()
+    images = np.random.default_rng(0).uniform(-1, 1, (70, 3, 32, 32)).astype(np.float32)
+    chunked = TrainedClassifier(net, 1.0, 0, 0.0, "").predict(images)  # chunks of 35 images
+    with torch.inference_mode():
+        logits = net(torch.from_numpy(images))
+    assert np.array_equal(chunked[0], logits.argmax(1).numpy())
+    assert np.array_equal(chunked[1], torch.softmax(logits, 1).max(1).values.numpy())
+
+
 def tiny_image_data(tmp_path, size=8, channels=1, n=200) -> ImageDataset:
     path = write_npz(tmp_path / "tiny.npz", n=n, size=size, channels=channels)
     return load_data(data_cfg(source="npz", path=str(path)), seed=0)
