@@ -14,11 +14,41 @@ its length, then a position in it) does, from one draw of the buffer's own rando
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 from tianshou.data import VectorReplayBuffer
 
 
+class EpisodeLength:
+    """A finished episode as the collector reads it back when no hook needs its contents: a length."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class SlotReplayBuffer(VectorReplayBuffer):
+    read_lengths_only = False  # see lengths_only
+
+    @contextmanager
+    def lengths_only(self):
+        """Within it, ``self[index array]`` is an :class:`EpisodeLength`, not a batch (marlgen.collect)."""
+        self.read_lengths_only = True
+        try:
+            yield self
+        finally:
+            self.read_lengths_only = False
+
+    def __getitem__(self, index):
+        if self.read_lengths_only and isinstance(index, np.ndarray):
+            return EpisodeLength(len(index))
+        return super().__getitem__(index)
+
     def _locate(self, index) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(index mod size, start, length >= 1, last index) of each index's sub-buffer."""
         index = np.asarray(index) % self._extend_offset[-1]

@@ -31,7 +31,7 @@ from marlgen import atomic
 from marlgen.errors import CheckpointError, brief
 
 FORMAT = "marlgen-training"
-VERSION = 1
+VERSION = 2  # 2: lockstep transitions carry empty infos (no env_id)
 # Keys a resumed run may change: where things live and how fast they run, never what is computed.
 MAY_DIFFER = {"out_dir", "cache_dir", "device", "train.torch_threads", "train.checkpoint_every"}
 # The buffer and collector internals are pickled as Tianshou keeps them: another version may not read them.

@@ -18,7 +18,6 @@ import torch
 from gymnasium import spaces
 from tianshou.algorithm import MultiAgentOffPolicyAlgorithm
 from tianshou.algorithm.multiagent.marl import MultiAgentOnPolicyAlgorithm
-from tianshou.data import Collector
 from tianshou.env import DummyVectorEnv, RayVectorEnv, SubprocVectorEnv
 from tianshou.trainer import OffPolicyTrainer, OffPolicyTrainerParams, OnPolicyTrainer, OnPolicyTrainerParams
 from tianshou.utils import TensorboardLogger
@@ -29,6 +28,7 @@ from marlgen import atomic, checkpoint, guard
 from marlgen.batched import BatchedTeams
 from marlgen.buffers import SlotReplayBuffer
 from marlgen.build import Parts, make_env
+from marlgen.collect import SlotCollector
 from marlgen.evaluate import TeamActor, modes_covered, team_episodes
 from marlgen.lockstep import LockstepVectorEnv, TeamEnv, use_lockstep_policy
 from marlgen.rewards import objective
@@ -198,7 +198,7 @@ def fit(cfg, parts: Parts, team: Team, venv, roles: list[str], schedule: Schedul
     on_policy = isinstance(algorithm, MultiAgentOnPolicyAlgorithm)
     slots = schedule.slots
     buffer_size = schedule.per_collect if on_policy else max(cfg.agents.generator.buffer_size, slots)
-    collector = Collector(algorithm, venv, SlotReplayBuffer(buffer_size, slots), exploration_noise=True)
+    collector = SlotCollector(algorithm, venv, SlotReplayBuffer(buffer_size, slots), exploration_noise=True)
     collector.reset()
     writer = SummaryWriter(str(run_dir / "tensorboard"))
     # training_interval counts env steps, update_interval counts collect-and-update cycles.
@@ -304,7 +304,7 @@ class Training:
 
     algorithm: object
     roles: list[str]
-    collector: Collector
+    collector: SlotCollector
     trainer: object
     venv: object  # the env copies (BatchedTeams, or a Tianshou vector env of TeamEnv copies)
 
