@@ -4,7 +4,9 @@
 (``package.module`` alone means ``package.module:build``). A builder module defines
 
 * ``ON_POLICY: bool``: which Tianshou trainer it needs (on-policy or off-policy);
-* ``build(agent_cfg, observation_space, action_space, total_env_steps, device) -> Algorithm``;
+* ``build(agent_cfg, observation_space, action_space, total_env_steps, device) -> Algorithm``, and
+  optionally a keyword ``agent_ids``: the observation columns ``(start, stop)`` of a one-hot agent id,
+  passed when one network serves several agents and ``agent_gains`` is set (agents.gains);
 * optionally ``on_progress(algorithm, agent_cfg, progress)``: exploration schedule, called by
   ``exploration_schedule`` before each collect with the fraction of training done.
 """
@@ -34,12 +36,18 @@ def build(
     action_space: gym.spaces.Discrete | gym.spaces.Box,
     total_env_steps: int,
     device: str = "cpu",
+    agent_ids: tuple[int, int] | None = None,
 ) -> Algorithm:
-    """Build the algorithm named by ``agent_cfg.algorithm`` for these spaces on ``device``."""
+    """Build the algorithm named by ``agent_cfg.algorithm`` for these spaces on ``device``.
+
+    ``agent_ids`` reaches the builder only when per-agent gains are asked for, so builders written
+    for the five-argument interface keep working without them."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     builder = resolve(agent_cfg.algorithm)
-    return builder(agent_cfg, observation_space, action_space, total_env_steps, device)
+    if agent_ids is None or not getattr(agent_cfg, "agent_gains", False):
+        return builder(agent_cfg, observation_space, action_space, total_env_steps, device)
+    return builder(agent_cfg, observation_space, action_space, total_env_steps, device, agent_ids=agent_ids)
 
 
 def resolve(name: str) -> Callable[..., Algorithm]:

@@ -10,6 +10,8 @@ from tianshou.algorithm.modelfree.dqn import DiscreteQLearningPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.utils.net.common import Net
 
+from agents.gains import GainedQNet
+
 ON_POLICY = False
 EPS_DECAY_FRACTION = 0.5  # epsilon reaches eps_train_final after this fraction of training
 
@@ -20,20 +22,23 @@ def build(
     action_space: gym.spaces.Discrete | gym.spaces.Box,
     total_env_steps: int,
     device: str = "cpu",
+    agent_ids: tuple[int, int] | None = None,
 ) -> DQN:
     """A double-DQN algorithm (Q-network policy + target network + optimizer) from an ``AgentConfig``.
 
     ``target_update_freq`` counts gradient steps (not env steps), as in Tianshou. ``total_env_steps``
     is part of the builder interface; epsilon is scheduled by progress instead (``on_progress``).
+    ``agent_ids``: as in agents.ppo.build (per-agent gains on a shared Q-network).
     """
     del total_env_steps
     if not isinstance(action_space, gym.spaces.Discrete):
         raise ValueError("DQN needs discrete actions; use ppo for env.action=continuous")
-    q_net = Net(
-        state_shape=observation_space.shape,
-        action_shape=int(action_space.n),
-        hidden_sizes=[int(h) for h in agent_cfg.hidden],
-    ).to(device)
+    hidden = [int(h) for h in agent_cfg.hidden]
+    if agent_ids is not None and agent_cfg.agent_gains:
+        q_net = GainedQNet(observation_space.shape, int(action_space.n), hidden, agent_ids).to(device)
+    else:
+        shape = observation_space.shape
+        q_net = Net(state_shape=shape, action_shape=int(action_space.n), hidden_sizes=hidden).to(device)
     policy = DiscreteQLearningPolicy(
         model=q_net,
         action_space=action_space,

@@ -24,6 +24,8 @@ from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorProbabilistic, ContinuousCritic
 from tianshou.utils.net.discrete import DiscreteActor, DiscreteCritic
 
+from agents.gains import GainedDiscreteActor
+
 ON_POLICY = True
 MAX_GRAD_NORM = 0.5
 INITIAL_LOG_STD = -0.5  # Tianshou's Gaussian actor factory default: std ~0.6 in [-1, 1] units
@@ -48,10 +50,13 @@ def build(
     action_space: gym.spaces.Discrete | gym.spaces.Box,
     total_env_steps: int,
     device: str = "cpu",
+    agent_ids: tuple[int, int] | None = None,
 ) -> PPO:
     """A PPO algorithm (policy + critic + optimizer) for these spaces, read from an ``AgentConfig``.
 
     ``total_env_steps`` is part of the builder interface (for schedules); PPO does not need it.
+    ``agent_ids``: the obs columns of a one-hot agent id, given for a network shared by several
+    agents; with ``agent_cfg.agent_gains`` the actor gets per-agent gains (agents.gains).
     """
     del total_env_steps
     hidden = [int(h) for h in agent_cfg.hidden]
@@ -62,9 +67,11 @@ def build(
 
     policy: ProbabilisticActorPolicy
     if isinstance(action_space, gym.spaces.Discrete):
-        actor = DiscreteActor(
-            preprocess_net=body(), action_shape=int(action_space.n), softmax_output=False
-        ).to(device)
+        head = dict(preprocess_net=body(), action_shape=int(action_space.n), softmax_output=False)
+        gained = agent_ids is not None and agent_cfg.agent_gains
+        actor = (GainedDiscreteActor(id_columns=agent_ids, **head) if gained else DiscreteActor(**head)).to(
+            device
+        )
         critic = DiscreteCritic(preprocess_net=body()).to(device)
         policy = DiscreteActorPolicy(
             actor=actor,
@@ -74,6 +81,8 @@ def build(
             observation_space=observation_space,
         )
     elif isinstance(action_space, gym.spaces.Box):
+        if agent_ids is not None and agent_cfg.agent_gains:
+            raise ValueError("agents.generator.agent_gains works with discrete anchors (env.action=discrete)")
         if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
             raise ValueError(
                 f"PPO needs a bounded Box action space to scale actions into, got {action_space}"

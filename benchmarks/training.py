@@ -8,9 +8,13 @@ for the same budget of agent steps (transitions: one per agent per env step), on
 other in this process:
 
 - ``shared``: the lockstep adapter, one network for all generators (marlgen.train);
+- ``shared-gains``: the same network with per-agent gains on its last hidden layer (agents.gains);
 - ``per-agent``: the lockstep adapter, one network per generator;
 - ``aec``: Tianshou's own route, one network per agent, one collector step per agent's turn
   (marlgen.aec).
+
+With ``--seeds K`` every route runs K seeds (0..K-1), one seed after the other (all routes of a seed
+together, so a change of load hits a seed's routes alike); a last table gives the means over seeds.
 
 Reported: agent steps per second of training (collect and update; the per-epoch evaluation is left
 out), and the team's modes covered per episode in the per-epoch evaluation (20 held-out episodes,
@@ -27,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: this checkout first
 
 from benchmarks.timing import markdown_table  # noqa: E402
@@ -38,6 +44,7 @@ from marlgen.train import train  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 ROUTES = {  # name: (trainer, overrides)
     "shared": (train, ["agents.generator.share_parameters=true"]),
+    "shared-gains": (train, ["agents.generator.share_parameters=true", "agents.generator.agent_gains=true"]),
     "per-agent": (train, ["agents.generator.share_parameters=false"]),
     "aec": (train_aec, ["train.vector_env=dummy"]),  # AEC envs move one turn at a time: nothing to batch
 }
@@ -87,28 +94,43 @@ def main(argv=None) -> None:
     parser.add_argument("--routes", nargs="*", choices=list(ROUTES), default=list(ROUTES))
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--steps-per-epoch", type=int, default=4096)
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..K-1 per route")
     args = parser.parse_args(argv)
-    rows = []
+    rows, means = [], []
     for algorithm in args.algorithms:
         for n in args.agents:
-            results = {}
-            for route in args.routes:
-                r = run(route, n, algorithm, args.epochs, args.steps_per_epoch, args.overrides)
-                results[route] = r
-                print(f"{algorithm} N={n} {route}: {r}", flush=True)
-            base = results.get("aec")
-            level = min(r["best_modes"] for r in results.values())  # a result every route reached
-            for r in results.values():
-                ratio = r["steps_per_s"] / base["steps_per_s"] if base else float("nan")
-                to_level = seconds_to(r["curve"], level)
-                speedup = seconds_to(base["curve"], level) / to_level if base else float("nan")
-                rows.append([r["algorithm"], r["N"], r["route"], r["agent_steps"], r["training_s"],
-                             r["steps_per_s"], ratio, f"{r['best_modes']:.2f} / {r['last_modes']:.2f}",
-                             r["ceiling"], f"{level:.2f}", to_level, speedup])  # fmt: skip
-    header = ["algorithm", "N", "route", "agent steps", "training s", "agent steps/s", "x AEC",
-              "modes per episode (best / last epoch)", "max", "level all reached", "s to level",
-              "x AEC to level"]  # fmt: skip
+            per_seed = []
+            for seed in range(args.seeds):
+                results = {}
+                for route in args.routes:
+                    overrides = [*args.overrides, f"seed={seed}"]
+                    r = run(route, n, algorithm, args.epochs, args.steps_per_epoch, overrides)
+                    results[route] = r
+                    print(f"{algorithm} N={n} seed={seed} {route}: {r}", flush=True)
+                per_seed.append(compare(results))
+                rows += [[algorithm, n, seed, *row] for row in per_seed[-1]]
+            means += [[algorithm, n, route, *np.mean([seed_rows[i][1:] for seed_rows in per_seed], axis=0)]
+                      for i, route in enumerate(args.routes)]  # fmt: skip
+    header = ["algorithm", "N", "seed", "route", "agent steps", "training s", "agent steps/s", "x AEC",
+              "modes best", "modes last", "level all reached", "s to level", "x AEC to level"]  # fmt: skip
     print("\n" + markdown_table(header, rows), flush=True)
+    if args.seeds > 1:
+        header = [h for h in header if h != "seed"]
+        print(f"\nMeans over {args.seeds} seeds:\n\n" + markdown_table(header, means), flush=True)
+
+
+def compare(results: dict) -> list[list]:
+    """One row per route: throughput and learning against the AEC route (when run) at one seed."""
+    base = results.get("aec")
+    level = min(r["best_modes"] for r in results.values())  # a result every route reached
+    rows = []
+    for route, r in results.items():
+        ratio = r["steps_per_s"] / base["steps_per_s"] if base else float("nan")
+        to_level = seconds_to(r["curve"], level)
+        speedup = seconds_to(base["curve"], level) / to_level if base else float("nan")
+        rows.append([route, r["agent_steps"], r["training_s"], r["steps_per_s"], ratio, r["best_modes"],
+                     r["last_modes"], level, to_level, speedup])  # fmt: skip
+    return rows
 
 
 if __name__ == "__main__":

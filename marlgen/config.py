@@ -172,6 +172,10 @@ class AgentConfig:
     lr: float = 1e-3
     gamma: float = 0.9  # short episodes: the budget ends within a few steps
     share_parameters: bool = True  # generators only: one network for all, agent id in the obs
+    # With share_parameters: each generator's own gain on every unit of the shared network's last hidden
+    # layer (agents.gains): 16 generators on grid-25 learn as 16 separate networks do, at the shared
+    # network's speed (docs/performance.md, 2.2). Off by default: the shipped studies were measured without.
+    agent_gains: bool = False
     # PPO
     eps_clip: float = 0.2
     ent_coef: float = 0.01

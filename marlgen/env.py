@@ -114,6 +114,7 @@ class CoverageEnv(ParallelEnv):
         self.anchor_range = float(env_cfg.anchor_range)
         self._sample_agent = np.repeat(np.arange(self.n_gen), self.m)  # (N*m,) owner of each sample
         self.gen_width, self.obs_width = gen_dim, max(gen_dim, SCORE_BINS + 2)
+        self.id_columns = (2 * self.n_modes, 2 * self.n_modes + self.n_gen)  # a generator's one-hot id
 
     @functools.cache  # noqa: B019  (PettingZoo wants the same object each call)
     def observation_space(self, agent):

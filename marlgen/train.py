@@ -109,7 +109,9 @@ def build_team(cfg, env, lockstep: LockstepVectorEnv, total_steps: int, device: 
     algorithms = []
     for role in lockstep.roles:
         obs_space, act_space = role_spaces(env, role, lockstep.obs_width, lockstep.act_width)
-        algorithms.append(agents.build(agent_config(cfg, role), obs_space, act_space, total_steps, device))
+        shared = role == "generator"  # one network for every generator (share_parameters)
+        algorithms.append(agents.build(agent_config(cfg, role), obs_space, act_space, total_steps, device,
+                                       agent_ids=env.id_columns if shared else None))  # fmt: skip
     multi = (
         MultiAgentOnPolicyAlgorithm
         if agents.is_on_policy(cfg.agents.generator.algorithm)

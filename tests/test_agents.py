@@ -23,6 +23,7 @@ from tianshou.trainer import OffPolicyTrainerParams, OnPolicyTrainerParams
 
 import agents
 from agents import dqn, ppo
+from agents.gains import AgentGains
 from marlgen.config import AgentConfig
 
 N_CONTEXTS = 4
@@ -75,12 +76,14 @@ def greedy_actions(algorithm: Algorithm, obs: np.ndarray) -> np.ndarray:
     return policy.map_action(act)
 
 
-def train_on_bandit(name: str, continuous: bool, total_steps: int, seed: int = 0, **cfg_overrides):
+def train_on_bandit(name: str, continuous: bool, total_steps: int, seed: int = 0, agent_ids=None,
+                    **cfg_overrides):  # fmt: skip
     torch.manual_seed(seed)
     np.random.seed(seed)  # DQN's epsilon-greedy draws from numpy's global generator
     cfg = agent_cfg(name, hidden=[64, 64], **cfg_overrides)
     probe = ContextBandit(continuous)
-    algorithm = agents.build(cfg, probe.observation_space, probe.action_space, total_steps)
+    spaces_ = (probe.observation_space, probe.action_space)
+    algorithm = agents.build(cfg, *spaces_, total_steps, agent_ids=agent_ids)
     n_envs = 4
     envs = DummyVectorEnv([lambda: ContextBandit(continuous) for _ in range(n_envs)])
     envs.seed(seed)
@@ -227,6 +230,38 @@ def test_ppo_has_no_exploration_schedule():
     assert all(torch.equal(v, after[k]) for k, v in before.items())
 
 
+def gains_of(algorithm):
+    model = algorithm.policy.actor if hasattr(algorithm.policy, "actor") else algorithm.policy.model
+    return getattr(model, "gains", None)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_agent_gains_give_each_agent_its_own_features(name):
+    obs_space, act_space = spaces.Box(-np.inf, np.inf, (8,), dtype=np.float32), spaces.Discrete(5)
+    torch.manual_seed(0)
+    gained = agents.build(agent_cfg(name, agent_gains=True), obs_space, act_space, 1000, agent_ids=(2, 6))
+    gains = gains_of(gained)
+    assert isinstance(gains, AgentGains) and gains.gains.shape == (4, 128)
+    obs = np.zeros((4, 8), dtype=np.float32)
+    obs[:, 0] = 0.5
+    obs[np.arange(4), 2 + np.arange(4)] = 1.0  # the same observation but for the one-hot id
+    model = gained.policy.actor if hasattr(gained.policy, "actor") else gained.policy.model
+    with torch.no_grad():
+        out = model(obs)[0]
+    assert not any(torch.allclose(out[0], out[i]) for i in range(1, 4))  # the agents start apart
+    # Without the key the ids change nothing about the network, and builders never see them.
+    plain = agents.build(agent_cfg(name), obs_space, act_space, 1000, agent_ids=(2, 6))
+    assert gains_of(plain) is None
+    plain_only = agents.build(agent_cfg(name, agent_gains=True), obs_space, act_space, 1000)
+    assert gains_of(plain_only) is None  # no ids given: nothing to gain on (the critic, or no sharing)
+
+
+def test_agent_gains_need_discrete_actions():
+    box = spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
+    with pytest.raises(ValueError, match="agent_gains works with discrete anchors"):
+        agents.build(agent_cfg("ppo", agent_gains=True), spaces.Box(-1, 1, (6,)), box, 10, agent_ids=(0, 3))
+
+
 # --- learning ----------------------------------------------------------------------------------------
 
 
@@ -241,6 +276,20 @@ def test_learns_discrete_context_bandit(name):
     assert mean_reward >= 0.9, f"{name}: greedy actions {act} for contexts {contexts}"
     if not agents.is_on_policy(name) and hasattr(algorithm.policy, "eps_training"):
         assert algorithm.policy.eps_training == pytest.approx(cfg.eps_train_final)  # schedule ran
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_learns_with_agent_gains(name):
+    """The bandit's one-hot context read as an agent id: each 'agent' must learn its own action."""
+    lr = 3e-3 if agents.is_on_policy(name) else 1e-3
+    algorithm, _ = train_on_bandit(name, continuous=False, total_steps=2048, lr=lr, target_update_freq=50,
+                                   agent_ids=(0, N_CONTEXTS), agent_gains=True)  # fmt: skip
+    assert isinstance(gains_of(algorithm), AgentGains)
+    act = greedy_actions(algorithm, np.eye(N_CONTEXTS, dtype=np.float32))
+    # Random acting solves 1 in 4; PPO with gains left one context unsolved at this seed (3 of 4; seeds
+    # 1 and 2 solve all four, as plain PPO does at seeds 0 and 1): the gains must not stop learning.
+    assert np.mean(act == np.arange(N_CONTEXTS)) >= 0.75, f"{name}: greedy actions {act}"
 
 
 @pytest.mark.slow
