@@ -103,6 +103,12 @@ class GuidedConfig:
     # The rounds carry on the warm-up's optimiser states (Adam's moments) rather than restarting Adam,
     # whose first steps after a restart jolt every weight by about the learning rate.
     continue_optimizers: bool = False
+    # What counts as a good sample for the rounds (the team's env, its regions and the vacancies):
+    # assigner (the mode assigner's verdict: on toy data the evaluation's own 3-std rule) or
+    # discriminator (the GAN's own discriminator passes it, at the disc_quantile quantile of its logits on
+    # real samples; its mode is the assigner's label without the quality bar). marlgen.guided, docs/guided.md.
+    quality: str = "assigner"
+    disc_quantile: float = 0.05  # discriminator gate: the share of real samples it would reject
 
 
 @dataclass
@@ -252,6 +258,7 @@ CHOICES = {
     "model.training": ("conventional", "guided"),
     "model.guided.signal": ("team", "greedy"),
     "model.guided.anneal": ("none", "reward", "all"),
+    "model.guided.quality": ("assigner", "discriminator"),
     "eval.actions": ("sample", "greedy"),
 }
 POSITIVE = (
@@ -282,6 +289,7 @@ FRACTIONS = {
     "model.guided.region_fraction": (0.0, 1.0, True, True),
     "model.ema": (0.0, 1.0, True, False),
     "model.guided.anneal_to": (0.0, 1.0, True, True),
+    "model.guided.disc_quantile": (0.0, 1.0, True, False),
 }
 # The same checks for both roles' agent settings (agents.generator.* and agents.critic.*).
 AGENT_POSITIVE = "update_repeats buffer_size target_update_freq n_step updates_per_step eps_clip".split()

@@ -30,10 +30,21 @@
 
 ``signal=greedy`` replaces the agents by a greedy pick over every anchor's decode (one anchor per
 reachable mode), the ablation that asks what the agents add.
+
+``quality`` names what "a good sample" means to the rounds. ``assigner`` (the default): the mode
+assigner's verdict, which on toy data is the evaluation's own 3-std rule. ``discriminator``: the
+GAN's own discriminator (:class:`DiscriminatorGate`): a sample is good when its logit is at least the
+``disc_quantile`` quantile of the logits of real samples, and its mode is the assigner's label
+without the quality bar (nearest mean; the classifier's class). The team's env, its critic's judge,
+the regions and the vacancies then never consult the evaluation's quality rule, so the learned
+mixture prior (N(0, I) plus the regions) is a sampler of the guided model that can be reported
+beside N(0, I) (:func:`mixture_figures`); :func:`greedy_mixture_figures` gives any GAN, the
+conventional one included, the same kind of sampler from its discriminator and the labels.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -47,6 +58,7 @@ from torch import Tensor
 
 from marlgen import metrics
 from marlgen.build import Parts, make_env
+from marlgen.config import ConfigError
 from marlgen.errors import CheckpointError
 from marlgen.evaluate import Rollout, prior_figures, steer
 from marlgen.rewards import objective
@@ -68,6 +80,85 @@ class GuidedResult:
     history: list[dict]  # one row per measurement: warm-up end, then each round
     team_states: dict  # the last round's team (role -> state dict): the final training carries on
     seconds: float
+
+
+def mode_labels(assigner):
+    """The assigner's mode label of every sample regardless of quality: the nearest mixture mean
+    (toy data), the classifier's or k-means' class (images). Raises ConfigError for other assigners."""
+    nearest = getattr(assigner, "nearest", None)
+    if nearest is not None:
+        return lambda x: nearest(np.asarray(x))[0]
+    classes = getattr(assigner, "classes", None)
+    if classes is not None:
+        return classes
+    raise ConfigError(
+        f"model.guided.quality='discriminator' needs a mode assigner that labels every sample "
+        f"(mixture, classifier or kmeans); {type(assigner).__name__} does not: use quality=assigner"
+    )
+
+
+class DiscriminatorGate:
+    """The GAN's own discriminator as the rounds' quality verdict, calibrated on real data only.
+
+    ``threshold`` is the ``quantile`` quantile of the discriminator's logits on the real samples (0.05:
+    95% of real samples pass), computed once per round on the frozen model, so the bar moves with the
+    discriminator and never looks at the evaluation's rule.
+    """
+
+    def __init__(self, model, real: np.ndarray, quantile: float):
+        self.model = model
+        self.threshold = float(np.quantile(self.logit(real), quantile))
+
+    def logit(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model.discriminate(torch.as_tensor(np.asarray(x, np.float32))).double().numpy()
+
+    def passes(self, x: np.ndarray) -> np.ndarray:
+        return self.logit(x) >= self.threshold
+
+
+class GatedModes:
+    """A mode assigner for the rounds: the assigner's label where the gate passes a sample, else -1."""
+
+    def __init__(self, assigner, gate: DiscriminatorGate):
+        self.labels, self.gate = mode_labels(assigner), gate
+        self.n_modes = assigner.n_modes
+        self.name = "mode label where the GAN's discriminator passes the sample"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        return np.where(self.gate.passes(x), self.labels(x), -1).astype(np.int64)
+
+
+class GateJudge:
+    """The critic's judge for the rounds: sigmoid(logit - threshold), so 0.5 is the gate's bar (as 0.5
+    is the 3-std line of the oracle judge). It does not learn while the team trains: the model is frozen."""
+
+    name = "the GAN's discriminator (guided rounds)"
+
+    def __init__(self, gate: DiscriminatorGate):
+        self.gate = gate
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(self.gate.logit(x) - self.gate.threshold)))
+
+    def update(self, fake: np.ndarray, rng: np.random.Generator) -> None:
+        """Frozen for the round."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing learned, nothing to restore."""
+
+
+def round_parts(parts: Parts, gcfg, real: np.ndarray) -> Parts:
+    """The parts the round's team and plan see: ``parts`` for quality=assigner; for discriminator, the
+    same model and data with the gate as mode verdict and judge (recalibrated on the current model)."""
+    if gcfg.quality == "assigner":
+        return parts
+    gate = DiscriminatorGate(parts.model, real, gcfg.disc_quantile)
+    return dataclasses.replace(parts, assigner=GatedModes(parts.assigner, gate), judge=GateJudge(gate))
 
 
 def reward_weights(histogram: np.ndarray, reward_cfg, eta: float) -> np.ndarray:
@@ -261,20 +352,48 @@ def mixture_figures(
 ) -> dict:
     """Figures of ``budget`` samples from the learned mixture prior the round trained the generator on:
     N(0, I) and, in the proportion of training, latents around the plan's regions."""
+    return {
+        f"mixture_{k}": v
+        for k, v in _region_mixture(model, assigner, anchors, plan.regions, gcfg, budget, seed).items()
+        if k != "modes_total"
+    }
+
+
+def _region_mixture(model, assigner, anchors, regions, gcfg, budget: int, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
-    n_reg = round(budget * gcfg.region_fraction / (1 + gcfg.region_fraction)) if len(plan.regions) else 0
-    label = torch.as_tensor(plan.regions)[torch.randint(len(plan.regions), (n_reg,), generator=g)]
+    n_reg = round(budget * gcfg.region_fraction / (1 + gcfg.region_fraction)) if len(regions) else 0
+    pick = torch.randint(max(len(regions), 1), (n_reg,), generator=g)
+    label = torch.as_tensor(np.asarray(regions, np.int64))[pick]  # (n_reg,) anchor of each region latent
     z_region = torch.as_tensor(anchors)[label] + gcfg.region_spread * torch.randn(
         n_reg, model.latent_dim, generator=g
     )
     z = torch.cat([torch.randn(budget - n_reg, model.latent_dim, generator=g), z_region])
     with torch.inference_mode():
         modes = assigner(model.decode(z).numpy())
-    return {
-        f"mixture_{k}": v
-        for k, v in metrics.mode_figures(modes, assigner.n_modes).items()
-        if k != "modes_total"
-    }
+    return metrics.mode_figures(modes, assigner.n_modes)
+
+
+def discriminator_regions(model, assigner, anchors: np.ndarray, real: np.ndarray, quantile: float):
+    """One anchor per mode label, picked without the evaluation's quality rule: among the anchors whose
+    decode passes the GAN's discriminator gate (:class:`DiscriminatorGate`), the one with the highest
+    logit for each label. Any GAN has this, trained conventionally or guided."""
+    gate = DiscriminatorGate(model, real, quantile)
+    decoded = decode_anchors(model, anchors)
+    logits, labels = gate.logit(decoded), mode_labels(assigner)(decoded)
+    ok = logits >= gate.threshold
+    regions = [int(np.flatnonzero(ok & (labels == j))[np.argmax(logits[ok & (labels == j)])])
+               for j in np.unique(labels[ok])]  # fmt: skip
+    return np.asarray(regions, np.int64)
+
+
+def greedy_mixture_figures(model, assigner, anchors, real, gcfg, budget: int, seed: int) -> dict:
+    """The same mixture sampler (N(0, I) plus ``region_fraction`` as many latents around regions) with
+    the regions of :func:`discriminator_regions`: a sampler any GAN can be given from its own
+    discriminator and the mode labels, for a like-for-like comparison (``dmix_*`` keys)."""
+    regions = discriminator_regions(model, assigner, anchors, real, gcfg.disc_quantile)
+    figures = _region_mixture(model, assigner, anchors, regions, gcfg, budget, seed)
+    out = {f"dmix_{k}": v for k, v in figures.items() if k != "modes_total"}
+    return {**out, "dmix_regions": len(regions)}
 
 
 def round_config(gcfg, r: int):
@@ -304,10 +423,12 @@ def guide(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
     gcfg, model, assigner = cfg.model.guided, parts.model, parts.assigner
     start = time.perf_counter()
     real = parts.dataset.samples
-    real_modes = assigner(real)
+    # Real samples' modes: the assigner's verdict, or (quality=discriminator) its label alone, so the
+    # rounds never apply the evaluation's quality rule, not even to real data.
+    real_modes = assigner(real) if gcfg.quality == "assigner" else mode_labels(assigner)(real)
     centroids = mode_centroids(real, real_modes, assigner.n_modes)
-    env = make_env(cfg, parts)
-    updater = GuidedUpdater(model, real, real_modes, env.anchors, gcfg, cfg.model, cfg.seed)
+    anchors = make_env(cfg, parts).anchors
+    updater = GuidedUpdater(model, real, real_modes, anchors, gcfg, cfg.model, cfg.seed)
     round_cfg = OmegaConf.merge(cfg, {"train": {"epochs": gcfg.agent_epochs}})
     measure_seed = cfg.seed + 1  # the conventional curve's prior draws (marlgen.build)
     updates = gcfg.warmup_steps
@@ -318,12 +439,14 @@ def guide(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
     base_gcfg = gcfg
     for r, n_updates in enumerate(round_sizes(cfg.model.train_steps - updates, gcfg.rounds), start=1):
         gcfg = updater.gcfg = round_config(base_gcfg, r)
-        decoded = decode_anchors(model, env.anchors)
-        decoded_modes = assigner(decoded)
+        rparts = round_parts(parts, gcfg, real)  # quality=discriminator: the gate, recalibrated
+        env = make_env(cfg, rparts)
+        decoded = decode_anchors(model, anchors)
+        decoded_modes = rparts.assigner(decoded)
         row: dict = {"round": r}
         if gcfg.signal == "team":
             trained = train(
-                round_cfg, parts, run_dir / "guided" / f"round_{r}", progress, log, init=team_states
+                round_cfg, rparts, run_dir / "guided" / f"round_{r}", progress, log, init=team_states
             )
             team_states = trained.states
             rollout, histograms = steer(env, trained.team.actor(), cfg.eval.budget, seed=20_000 + 100 * r)
@@ -344,7 +467,8 @@ def guide(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
         row.update(
             updates=updates,
             **prior_figures(model, assigner, cfg.eval.budget, measure_seed),
-            **mixture_figures(model, assigner, env.anchors, plan, gcfg, cfg.eval.budget, measure_seed),
+            **mixture_figures(model, assigner, anchors, plan, gcfg, cfg.eval.budget, measure_seed),
+            **greedy_mixture_figures(model, assigner, anchors, real, gcfg, cfg.eval.budget, measure_seed),
             regions=len(plan.regions),
             vacancies=plan.n_vacancies,
             max_weight_ratio=float(plan.mode_weights.max() / plan.mode_weights.min()),
