@@ -13,12 +13,19 @@ from marlgen.config import ConfigError, GuidedConfig, ModelConfig, load_scenario
 from marlgen.errors import CheckpointError
 from marlgen.evaluate import Rollout
 from marlgen.guided import (
+    DiscriminatorGate,
+    GatedModes,
+    GateJudge,
     GuidedUpdater,
     RoundPlan,
+    discriminator_regions,
+    greedy_mixture_figures,
     mode_centroids,
+    mode_labels,
     plan_from_team,
     reward_weights,
     round_config,
+    round_parts,
     round_sizes,
     vacancy_regions,
 )
@@ -210,6 +217,8 @@ def test_raw_coordinates_leave_the_normaliser_alone(tmp_path):
         (["model.guided.region_fraction=1.5"], "must lie in [0.0, 1.0]"),
         (["model.guided.anneal=linear"], "model.guided.anneal='linear' is not one of none, reward, all"),
         (["model.guided.anneal_to=2"], "model.guided.anneal_to"),
+        (["model.guided.quality=oracle"], "quality='oracle' is not one of assigner, discriminator"),
+        (["model.guided.disc_quantile=1"], "model.guided.disc_quantile"),
     ],
 )
 def test_bad_guided_settings_are_refused(overrides, needle):
@@ -264,3 +273,84 @@ def test_compare_trains_the_guided_model_in_every_job(tmp_path, cache_dir):
     assert compare.main(argv) == 0
     history = json.loads((out / "runs/prior/seed0/guided/history.json").read_text())
     assert [row["updates"] for row in history] == [200, 230]
+
+
+class _FirstCoordinate(torch.nn.Module):
+    """A stand-in GAN whose discriminator logit is the sample's first coordinate, decoding z to z."""
+
+    latent_dim = 2
+
+    def discriminate(self, x):
+        return x[:, 0]
+
+    def decode(self, z):
+        return z
+
+
+def _mixture_assigner():
+    from marlgen.modes import MixtureModes
+
+    return MixtureModes(np.array([[0.0, 0.0], [10.0, 0.0]]), std=0.1)  # two modes; 3 std = 0.3
+
+
+def test_discriminator_gate_replaces_the_three_std_rule_by_the_gan_s_own_verdict():
+    real = np.stack([np.arange(100.0), np.zeros(100)], 1)  # logits 0..99 on real data
+    gate = DiscriminatorGate(_FirstCoordinate(), real, quantile=0.05)
+    assert gate.threshold == pytest.approx(np.quantile(np.arange(100.0), 0.05))  # 4.95
+    modes = GatedModes(_mixture_assigner(), gate)
+    x = np.array([[10.0, 0.0], [9.0, 2.0], [4.0, 0.0], [0.0, 0.0]])
+    # Sample 1 lies 20 std from mode 1 (the 3-std rule says -1) but the gate passes it: labelled 1.
+    # Samples 2 and 3 fail the gate (logits 4 and 0), sample 3 though it sits on mode 0's mean.
+    assert modes(x).tolist() == [1, 1, -1, -1] and modes.n_modes == 2
+    assert _mixture_assigner()(x).tolist() == [1, -1, -1, 0]  # the evaluation's rule, for contrast
+    judge = GateJudge(gate)
+    assert judge.score(np.array([[gate.threshold, 0.0]]))[0] == pytest.approx(0.5)  # 0.5 is the gate's bar
+    assert (np.diff(judge.score(x[::-1])) >= 0).all() and judge.state_dict() == {}
+
+
+def test_round_parts_swap_in_the_gate_only_for_quality_discriminator():
+    from marlgen.build import Parts
+
+    parts = Parts(dataset=None, model=_FirstCoordinate(), assigner=_mixture_assigner(), judge="oracle")
+    real = np.stack([np.arange(100.0), np.zeros(100)], 1)
+    assert round_parts(parts, GuidedConfig(), real) is parts
+    gated = round_parts(parts, GuidedConfig(quality="discriminator", disc_quantile=0.5), real)
+    assert isinstance(gated.assigner, GatedModes) and isinstance(gated.judge, GateJudge)
+    assert gated.judge.gate.threshold == pytest.approx(49.5) and gated.model is parts.model
+    with pytest.raises(ConfigError, match="quality=assigner"):
+        mode_labels(SimpleNamespace(n_modes=3))  # an assigner with no labels of its own
+
+
+def test_discriminator_regions_pick_the_most_real_looking_anchor_per_label():
+    real = np.stack([np.arange(100.0), np.zeros(100)], 1)
+    anchors = np.array([[8.0, 0.0], [9.5, 0.0], [1.0, 0.0], [6.0, 0.0], [60.0, 0.0]], np.float32)
+    # Labels (nearest of the means 0 and 10): 1, 1, 0, 1, 1; logits = first coordinate; gate at 4.95.
+    # Anchor 2 (mode 0) fails the gate; of mode 1's, anchor 4 has the highest logit though it lies far
+    # from every mode: the discriminator, not the 3-std rule, decides.
+    regions = discriminator_regions(_FirstCoordinate(), _mixture_assigner(), anchors, real, 0.05)
+    assert regions.tolist() == [4]
+    figures = greedy_mixture_figures(
+        _FirstCoordinate(), _mixture_assigner(), anchors, real, GuidedConfig(), budget=300, seed=0
+    )
+    assert figures["dmix_regions"] == 1 and set(figures) == {
+        "dmix_regions", "dmix_modes_covered", "dmix_high_quality_fraction", "dmix_reverse_kl"
+    }  # fmt: skip
+
+
+def test_greedy_rounds_with_the_discriminator_gate_update_the_model(tmp_path, cache_dir):
+    """quality=discriminator end to end through guide (greedy signal: no team training, fast)."""
+    from marlgen.build import build_parts
+    from marlgen.guided import guide
+
+    cfg = load_scenario(GUIDED, [
+        f"cache_dir={cache_dir}", "model.train_steps=260", "model.curve_every=100",
+        "model.guided.warmup_steps=200", "model.guided.rounds=2", "model.guided.signal=greedy",
+        "model.guided.quality=discriminator", "eval.budget=300",
+    ])  # fmt: skip
+    parts = build_parts(cfg, progress=False)
+    before = [p.clone() for p in parts.model.generator.parameters()]
+    history = guide(cfg, parts, tmp_path, progress=False, log=lambda *a: None).history
+    assert [row["updates"] for row in history] == [200, 230, 260]
+    assert all("mixture_modes_covered" in row and "dmix_modes_covered" in row for row in history[1:])
+    assert not all(torch.equal(a, b) for a, b in zip(before, parts.model.generator.parameters(), strict=True))
+    assert parts.assigner.__class__.__name__ == "MixtureModes"  # the evaluation's assigner is untouched
