@@ -109,6 +109,9 @@ class GuidedConfig:
     # real samples; its mode is the assigner's label without the quality bar). marlgen.guided, docs/guided.md.
     quality: str = "assigner"
     disc_quantile: float = 0.05  # discriminator gate: the share of real samples it would reject
+    # The last `consolidate` generator updates train the discriminator against the N(0, I) fakes alone
+    # (the sampler that is evaluated), not the learned mixture; regions, classifier and weights stay. 0: none.
+    consolidate: int = 0
 
 
 @dataclass
@@ -278,7 +281,8 @@ NON_NEGATIVE = (
     "model.kl_weight env.latent_spread env.reward.coverage env.reward.entropy env.reward.quality "
     "env.critic.false_accept_cost env.critic.false_reject_cost train.checkpoint_every modes.classifier.shift "
     "env.critic.disc_warmup_steps seed "
-    "model.curve_every model.guided.reward_weight model.guided.region_spread model.guided.specialisation"
+    "model.curve_every model.guided.reward_weight model.guided.region_spread model.guided.specialisation "
+    "model.guided.consolidate"
 ).split()
 # Open or half-open unit intervals: (low, high, low inclusive, high inclusive).
 FRACTIONS = {
@@ -427,6 +431,11 @@ def _validate_guided(cfg: DictConfig, where: str) -> None:
             f"{where}: model.guided.warmup_steps={guided.warmup_steps} plus model.guided.rounds="
             f"{guided.rounds} must not exceed model.train_steps={model.train_steps} (all generator updates, "
             "warm-up included): lower the warm-up or raise model.train_steps"
+        )
+    if guided.consolidate > model.train_steps - guided.warmup_steps:
+        raise ConfigError(
+            f"{where}: model.guided.consolidate={guided.consolidate} must not exceed the guided updates, "
+            f"model.train_steps - model.guided.warmup_steps = {model.train_steps - guided.warmup_steps}"
         )
     if cfg.env.action != "discrete":
         raise ConfigError(

@@ -286,8 +286,9 @@ class GuidedUpdater:
         self.head_optimizer = torch.optim.Adam(self.head.parameters(), lr=model_cfg.lr, betas=(0.5, 0.999))
         self.generator = torch.Generator().manual_seed(seed)
 
-    def run(self, n_updates: int, plan: RoundPlan) -> dict[str, float]:
-        """``n_updates`` generator updates; the model is trainable inside and frozen again after."""
+    def run(self, n_updates: int, plan: RoundPlan, prior_only: bool = False) -> dict[str, float]:
+        """``n_updates`` generator updates; the model is trainable inside and frozen again after.
+        ``prior_only``: the discriminator trains against the N(0, I) fakes alone (``consolidate``)."""
         w = torch.as_tensor(plan.mode_weights, dtype=torch.float32)
         draw = torch.where(self.real_modes >= 0, w[self.real_modes.clamp_min(0)], torch.ones(()))  # (n,)
         regions = torch.as_tensor(plan.regions)
@@ -296,13 +297,13 @@ class GuidedUpdater:
         losses: dict[str, float] = {}
         try:
             for _ in range(n_updates):
-                losses = self.step(draw, regions)
+                losses = self.step(draw, regions, prior_only)
         finally:
             self.model.eval()
             self.model.requires_grad_(False)
         return losses
 
-    def step(self, draw: Tensor, regions: Tensor) -> dict[str, float]:
+    def step(self, draw: Tensor, regions: Tensor, prior_only: bool = False) -> dict[str, float]:
         model, g, b = self.model, self.generator, self.batch_size
         real = self.real[torch.multinomial(draw, b, replacement=True, generator=g)]  # (B, *data_shape)
         n_reg = int(round(b * self.gcfg.region_fraction)) if len(regions) else 0
@@ -318,7 +319,10 @@ class GuidedUpdater:
 
         # Real against every fake, region samples included: the model being trained is the generator
         # under the learned mixture prior, and that mixture is what must match the (reweighted) data.
-        logits_real, logits_fake = model.discriminate(real), model.discriminate(fake.detach())
+        # prior_only (the final ``consolidate`` updates): against the N(0, I) fakes alone, the sampler
+        # that is evaluated, so that it, not the mixture, is what must match the data.
+        judged = fake[:b] if prior_only else fake
+        logits_real, logits_fake = model.discriminate(real), model.discriminate(judged.detach())
         loss_d = bce(logits_real, torch.ones_like(logits_real)) + bce(
             logits_fake, torch.zeros_like(logits_fake)
         )
@@ -462,7 +466,12 @@ def guide(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
             plan = plan_greedy(
                 decoded_modes, decoded, centroids, assigner.n_modes, budget, gcfg, cfg.env.reward
             )
-        losses = updater.run(n_updates, plan)
+        # The last gcfg.consolidate updates of all: the discriminator sees the N(0, I) fakes alone.
+        start_prior_only = cfg.model.train_steps - gcfg.consolidate
+        n_prior_only = min(n_updates, max(0, updates + n_updates - start_prior_only))
+        losses = updater.run(n_updates - n_prior_only, plan) if n_updates > n_prior_only else {}
+        if n_prior_only:
+            losses = updater.run(n_prior_only, plan, prior_only=True)
         updates += n_updates
         row.update(
             updates=updates,

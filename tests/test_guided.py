@@ -354,3 +354,37 @@ def test_greedy_rounds_with_the_discriminator_gate_update_the_model(tmp_path, ca
     assert all("mixture_modes_covered" in row and "dmix_modes_covered" in row for row in history[1:])
     assert not all(torch.equal(a, b) for a, b in zip(before, parts.model.generator.parameters(), strict=True))
     assert parts.assigner.__class__.__name__ == "MixtureModes"  # the evaluation's assigner is untouched
+
+
+def test_consolidation_shows_the_discriminator_the_prior_s_fakes_alone(tmp_path, cache_dir, monkeypatch):
+    """consolidate: the last updates of all (across rounds) train the discriminator on N(0, I) fakes only."""
+    from marlgen.build import build_parts
+    from marlgen.guided import guide
+
+    torch.manual_seed(0)
+    model = MLPGAN((2,), latent_dim=2, hidden=8, depth=1)
+    real = np.random.default_rng(0).standard_normal((64, 2)).astype(np.float32)
+    updater = GuidedUpdater(model, real, np.zeros(64, np.int64), np.zeros((3, 2), np.float32),
+                            GuidedConfig(region_fraction=0.5), ModelConfig(batch_size=16), 0)  # fmt: skip
+    seen = []
+    discriminate = model.discriminate
+    monkeypatch.setattr(model, "discriminate", lambda x: seen.append(len(x)) or discriminate(x))
+    plan = RoundPlan(np.array([0, 1]), 0, np.ones(1, bool), np.ones(1), np.ones(1))
+    updater.run(1, plan)
+    assert seen == [16, 24, 24]  # real; every fake (16 prior + 8 region); the generator's pass
+    seen.clear()
+    updater.run(1, plan, prior_only=True)
+    assert seen == [16, 16, 24]  # the discriminator trains on the 16 prior fakes; the generator on all
+
+    calls = []
+    monkeypatch.setattr(GuidedUpdater, "run", lambda self, n, plan, prior_only=False: calls.append(
+        (n, prior_only)) or {})  # fmt: skip
+    cfg = load_scenario(GUIDED, [
+        f"cache_dir={cache_dir}", "model.train_steps=260", "model.curve_every=100",
+        "model.guided.warmup_steps=200", "model.guided.rounds=2", "model.guided.signal=greedy",
+        "model.guided.consolidate=40", "eval.budget=300",
+    ])  # fmt: skip
+    guide(cfg, build_parts(cfg, progress=False), tmp_path, progress=False, log=lambda *a: None)
+    assert calls == [(20, False), (10, True), (30, True)]  # rounds of 30: the last 40 updates
+    with pytest.raises(ConfigError, match="must not exceed the guided updates"):
+        load_scenario(GUIDED, ["model.guided.consolidate=10001"])
