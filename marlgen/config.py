@@ -112,6 +112,9 @@ class GuidedConfig:
     # The last `consolidate` generator updates train the discriminator against the N(0, I) fakes alone
     # (the sampler that is evaluated), not the learned mixture; regions, classifier and weights stay. 0: none.
     consolidate: int = 0
+    # How the round's trained team is rolled out to name the regions, the vacancies and the weights:
+    # greedy (its most likely anchors, the same in every episode) or sample (drawn from its policy).
+    team_actions: str = "greedy"
 
 
 @dataclass
@@ -262,6 +265,7 @@ CHOICES = {
     "model.guided.signal": ("team", "greedy"),
     "model.guided.anneal": ("none", "reward", "all"),
     "model.guided.quality": ("assigner", "discriminator"),
+    "model.guided.team_actions": ("greedy", "sample"),
     "eval.actions": ("sample", "greedy"),
 }
 POSITIVE = (

@@ -453,7 +453,10 @@ def guide(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
                 round_cfg, rparts, run_dir / "guided" / f"round_{r}", progress, log, init=team_states
             )
             team_states = trained.states
-            rollout, histograms = steer(env, trained.team.actor(), cfg.eval.budget, seed=20_000 + 100 * r)
+            # greedy: the policy's most likely anchors (the same each episode); sample: anchors drawn from
+            # the policy, as it acts in training, from the actor's own seeded random state.
+            actor = trained.team.actor(gcfg.team_actions, seed=20_000 + 100 * r)
+            rollout, histograms = steer(env, actor, cfg.eval.budget, seed=20_000 + 100 * r)
             plan = plan_from_team(
                 rollout, histograms, decoded, decoded_modes, centroids, assigner.n_modes, gcfg, cfg.env.reward
             )
