@@ -388,3 +388,30 @@ def test_consolidation_shows_the_discriminator_the_prior_s_fakes_alone(tmp_path,
     assert calls == [(20, False), (10, True), (30, True)]  # rounds of 30: the last 40 updates
     with pytest.raises(ConfigError, match="must not exceed the guided updates"):
         load_scenario(GUIDED, ["model.guided.consolidate=10001"])
+
+
+def test_rounds_roll_the_team_out_by_sampling_when_asked(tmp_path, cache_dir, monkeypatch):
+    """team_actions=sample: the round's rollout draws each action from the policy (an actor with its own
+    seeded random state); greedy (the default) replays the most likely anchors."""
+    import marlgen.guided as guided
+
+    actors = []
+    steer = guided.steer
+    monkeypatch.setattr(
+        guided, "steer", lambda env, actor, *a, **k: actors.append(actor) or steer(env, actor, *a, **k)
+    )
+    base = [
+        f"cache_dir={cache_dir}", "model.train_steps=230", "model.curve_every=100",
+        "model.guided.warmup_steps=200", "model.guided.rounds=1", "model.guided.agent_epochs=1",
+        "train.steps_per_epoch=300", "train.steps_per_collect=150", "train.n_envs=2", "eval.budget=200",
+    ]  # fmt: skip
+    from marlgen.build import build_parts
+
+    for actions in ("greedy", "sample"):
+        cfg = load_scenario(GUIDED, [*base, f"model.guided.team_actions={actions}"])
+        guided.guide(
+            cfg, build_parts(cfg, progress=False), tmp_path / actions, progress=False, log=lambda *a: None
+        )
+    assert actors[0].rng is None and actors[1].rng is not None
+    with pytest.raises(ConfigError, match="team_actions"):
+        load_scenario(GUIDED, ["model.guided.team_actions=best"])
