@@ -115,6 +115,10 @@ class GuidedConfig:
     # How the round's trained team is rolled out to name the regions, the vacancies and the weights:
     # greedy (its most likely anchors, the same in every episode) or sample (drawn from its policy).
     team_actions: str = "greedy"
+    # Which delivering anchors become regions: all (every anchor the team delivered a good sample from)
+    # or per_mode (for each mode delivered, the anchor that delivered it most often: one region per mode,
+    # so the region classifier never has to tell apart two anchors of one mode).
+    regions: str = "all"
 
 
 @dataclass
@@ -266,6 +270,7 @@ CHOICES = {
     "model.guided.anneal": ("none", "reward", "all"),
     "model.guided.quality": ("assigner", "discriminator"),
     "model.guided.team_actions": ("greedy", "sample"),
+    "model.guided.regions": ("all", "per_mode"),
     "eval.actions": ("sample", "greedy"),
 }
 POSITIVE = (

@@ -224,6 +224,11 @@ def plan_from_team(
 ) -> RoundPlan:
     good = rollout.accepted & (rollout.modes >= 0)
     regions = np.unique(rollout.choice[good])
+    if gcfg.regions == "per_mode":  # one region per delivered mode: the anchor that delivered it most
+        regions = np.asarray(
+            [np.bincount(rollout.choice[good & (rollout.modes == j)]).argmax()
+             for j in np.unique(rollout.modes[good])], np.int64,
+        )  # fmt: skip
     covered = np.zeros(n_modes, bool)
     covered[np.unique(rollout.modes[good])] = True
     histogram = (

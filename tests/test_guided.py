@@ -415,3 +415,22 @@ def test_rounds_roll_the_team_out_by_sampling_when_asked(tmp_path, cache_dir, mo
     assert actors[0].rng is None and actors[1].rng is not None
     with pytest.raises(ConfigError, match="team_actions"):
         load_scenario(GUIDED, ["model.guided.team_actions=best"])
+
+
+def test_per_mode_regions_keep_the_anchor_that_delivered_each_mode_most():
+    # Mode 0 delivered by anchors 5 (twice) and 6 (once); mode 1 by anchor 7; anchor 2's sample rejected.
+    rollout = Rollout(
+        samples=np.zeros((5, 2), np.float32),
+        modes=np.array([0, 0, 0, 1, 1]),
+        accepted=np.array([True, True, True, True, False]),
+        agent=np.zeros(5, np.int64),
+        choice=np.array([5, 6, 5, 7, 2]),
+    )
+    decoded, centroids = np.zeros((8, 2), np.float32), np.zeros((3, 2))
+    args = ([np.array([3, 1, 0])], decoded, np.zeros(8, np.int64), centroids, 3)
+    every = plan_from_team(rollout, *args, GuidedConfig(vacancies=False), REWARD)
+    assert every.regions.tolist() == [5, 6, 7]
+    one = plan_from_team(rollout, *args, GuidedConfig(vacancies=False, regions="per_mode"), REWARD)
+    assert one.regions.tolist() == [5, 7] and one.covered.tolist() == [True, True, False]
+    with pytest.raises(ConfigError, match="regions"):
+        load_scenario(GUIDED, ["model.guided.regions=some"])
