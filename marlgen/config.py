@@ -119,6 +119,11 @@ class GuidedConfig:
     # or per_mode (for each mode delivered, the anchor that delivered it most often: one region per mode,
     # so the region classifier never has to tell apart two anchors of one mode).
     regions: str = "all"
+    # What the specialisation term asks of a region's samples: region (MGAN: a classifier of region
+    # samples must tell which region made them, so regions stay distinct) or mode (AC-GAN: a classifier
+    # of labelled real samples must see them as the mode the region stands for, the mode its anchor
+    # delivered or a vacancy's lost mode).
+    specialise_to: str = "region"
 
 
 @dataclass
@@ -271,6 +276,7 @@ CHOICES = {
     "model.guided.quality": ("assigner", "discriminator"),
     "model.guided.team_actions": ("greedy", "sample"),
     "model.guided.regions": ("all", "per_mode"),
+    "model.guided.specialise_to": ("region", "mode"),
     "eval.actions": ("sample", "greedy"),
 }
 POSITIVE = (

@@ -73,6 +73,9 @@ class RoundPlan:
     covered: np.ndarray  # (M,) bool: the team (or the greedy pick) delivered the mode
     histogram: np.ndarray  # (M,) mean episode histogram that set the weights
     mode_weights: np.ndarray  # (M,) relative draw weight of each mode's real samples
+    # (R,) the mode each region stands for: the mode its anchor delivered most, a vacancy's lost mode
+    # (specialise_to=mode pulls each region's samples towards it); None where not known.
+    region_modes: np.ndarray | None = None
 
 
 @dataclass
@@ -197,6 +200,11 @@ def vacancy_regions(
     Anchors that decode into no mode (``decoded_modes`` -1: the seams between modes) go first: moving
     one onto a lost mode turns wasted samples into good ones instead of taking mass from a mode.
     """
+    return [k for k, _ in vacancy_pairs(decoded, decoded_modes, taken, uncovered, centroids)]
+
+
+def vacancy_pairs(decoded, decoded_modes, taken, uncovered, centroids) -> list[tuple[int, int]]:
+    """:func:`vacancy_regions` as (anchor, the lost mode it was given) pairs."""
     flat = decoded.reshape(len(decoded), -1)
     free = np.ones(len(decoded), bool)
     free[np.asarray(taken, np.int64)] = False  # an empty list of regions arrives as float
@@ -207,7 +215,7 @@ def vacancy_regions(
         candidates = free & (decoded_modes < 0) if (free & (decoded_modes < 0)).any() else free
         dist = np.where(candidates, ((flat - centroids[j]) ** 2).sum(1), np.inf)
         k = int(np.argmin(dist))
-        out.append(k)
+        out.append((k, int(j)))
         free[k] = False
     return out
 
@@ -234,7 +242,12 @@ def plan_from_team(
     histogram = (
         np.mean(histograms, axis=0) if histograms else np.bincount(rollout.modes[good], minlength=n_modes)
     )
-    return _plan(regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg)
+    region_modes = np.asarray(
+        [np.bincount(rollout.modes[good & (rollout.choice == k)]).argmax() for k in regions], np.int64
+    )  # the mode each region's anchor delivered most
+    return _plan(
+        regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg, region_modes
+    )
 
 
 def plan_greedy(decoded_modes: np.ndarray, decoded, centroids, n_modes, episode_budget, gcfg, reward_cfg):
@@ -248,18 +261,25 @@ def plan_greedy(decoded_modes: np.ndarray, decoded, centroids, n_modes, episode_
     covered[np.unique(decoded_modes[decoded_modes >= 0])] = True
     histogram = covered * (episode_budget / max(covered.sum(), 1))  # a team spreading its budget evenly
     regions = np.asarray(regions, np.int64)
-    return _plan(regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg)
+    region_modes = np.unique(decoded_modes[decoded_modes >= 0])  # one region per mode, in this order
+    return _plan(
+        regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg, region_modes
+    )
 
 
-def _plan(regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg) -> RoundPlan:
+def _plan(regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg,
+          region_modes) -> RoundPlan:  # fmt: skip
     uncovered = np.flatnonzero(~covered)
-    vacant = vacancy_regions(decoded, decoded_modes, regions, uncovered, centroids) if gcfg.vacancies else []
+    vacant = vacancy_pairs(decoded, decoded_modes, regions, uncovered, centroids) if gcfg.vacancies else []
     return RoundPlan(
-        regions=np.concatenate([regions, np.asarray(vacant, np.int64)]).astype(np.int64),
+        regions=np.concatenate([regions, np.asarray([k for k, _ in vacant], np.int64)]).astype(np.int64),
         n_vacancies=len(vacant),
         covered=covered,
         histogram=np.asarray(histogram, np.float64),
         mode_weights=reward_weights(np.asarray(histogram, np.float64), reward_cfg, gcfg.reward_weight),
+        region_modes=np.concatenate([region_modes, np.asarray([j for _, j in vacant], np.int64)]).astype(
+            np.int64
+        ),
     )
 
 
@@ -274,9 +294,12 @@ class GuidedUpdater:
         self.real = torch.as_tensor(real)  # (n, *data_shape)
         self.real_modes = torch.as_tensor(real_modes)  # (n,) -1: no mode
         self.anchors = torch.as_tensor(anchors)  # (K, latent_dim)
+        self.n_modes = int(real_modes.max()) + 1 if len(real_modes) else 0
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            self.head = model.make_head(len(anchors))  # which anchor's region made this sample
+            # specialise_to=region: which anchor's region made this sample (MGAN); mode: which mode a
+            # sample is, learnt from labelled real samples (AC-GAN).
+            self.head = model.make_head(self.n_modes if gcfg.specialise_to == "mode" else len(anchors))
         self.optimizers = model.make_optimizers(model_cfg.lr)
         if gcfg.continue_optimizers:  # the warm-up's Adam moments: the rounds carry on its training
             states = getattr(model, "optimizer_states", None)
@@ -297,24 +320,30 @@ class GuidedUpdater:
         w = torch.as_tensor(plan.mode_weights, dtype=torch.float32)
         draw = torch.where(self.real_modes >= 0, w[self.real_modes.clamp_min(0)], torch.ones(()))  # (n,)
         regions = torch.as_tensor(plan.regions)
-        self.model.train()
+        targets = None
+        if self.gcfg.specialise_to == "mode":
+            if plan.region_modes is None or len(plan.region_modes) != len(plan.regions):
+                raise ValueError("specialise_to=mode needs the plan's region_modes, one per region")
+            targets = torch.as_tensor(plan.region_modes)
         self.model.requires_grad_(True)
         losses: dict[str, float] = {}
         try:
             for _ in range(n_updates):
-                losses = self.step(draw, regions, prior_only)
+                losses = self.step(draw, regions, prior_only, targets)
         finally:
             self.model.eval()
             self.model.requires_grad_(False)
         return losses
 
-    def step(self, draw: Tensor, regions: Tensor, prior_only: bool = False) -> dict[str, float]:
+    def step(self, draw: Tensor, regions: Tensor, prior_only: bool = False, targets: Tensor | None = None
+             ) -> dict[str, float]:  # fmt: skip
+        """One update. ``targets`` (specialise_to=mode): the mode each region stands for."""
         model, g, b = self.model, self.generator, self.batch_size
-        real = self.real[torch.multinomial(draw, b, replacement=True, generator=g)]  # (B, *data_shape)
+        real_idx = torch.multinomial(draw, b, replacement=True, generator=g)  # (B,)
+        real = self.real[real_idx]  # (B, *data_shape)
         n_reg = int(round(b * self.gcfg.region_fraction)) if len(regions) else 0
-        label = regions[
-            torch.randint(len(regions), (n_reg,), generator=g)
-        ]  # (R,) anchor of each region latent
+        pick = torch.randint(len(regions), (n_reg,), generator=g)  # (R,) region of each region latent
+        label = regions[pick]  # (R,) anchor of each region latent
         noise = self.gcfg.region_spread * torch.randn(n_reg, model.latent_dim, generator=g)
         z = torch.cat(
             [torch.randn(b, model.latent_dim, generator=g), self.anchors[label] + noise]
@@ -334,7 +363,12 @@ class GuidedUpdater:
         _update(self.optimizers["discriminator"], loss_d)
 
         spec = n_reg > 0 and self.gcfg.specialisation > 0
-        if spec:
+        if spec and targets is not None:  # AC-GAN: the head learns the modes of labelled real samples
+            labelled = self.real_modes[real_idx] >= 0
+            loss_q = F.cross_entropy(self.head(real[labelled]), self.real_modes[real_idx][labelled])
+            _update(self.head_optimizer, loss_q)
+            label = targets[pick]  # the generator is pulled towards each region's mode
+        elif spec:
             loss_q = F.cross_entropy(self.head(fake[b:].detach()), label)
             _update(self.head_optimizer, loss_q)
 

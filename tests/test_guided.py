@@ -434,3 +434,44 @@ def test_per_mode_regions_keep_the_anchor_that_delivered_each_mode_most():
     assert one.regions.tolist() == [5, 7] and one.covered.tolist() == [True, True, False]
     with pytest.raises(ConfigError, match="regions"):
         load_scenario(GUIDED, ["model.guided.regions=some"])
+
+
+def test_plans_name_the_mode_each_region_stands_for():
+    rollout = Rollout(
+        samples=np.zeros((5, 2), np.float32),
+        modes=np.array([0, 0, 1, 1, 1]),
+        accepted=np.ones(5, bool),
+        agent=np.zeros(5, np.int64),
+        choice=np.array([5, 6, 6, 6, 7]),  # anchor 6 delivered mode 0 once and mode 1 twice
+    )
+    decoded = np.zeros((8, 2), np.float32)
+    decoded[4] = [9.0, 9.0]
+    centroids = np.array([[0.0, 0.0], [1.0, 1.0], [9.0, 9.0]])
+    plan = plan_from_team(rollout, [np.array([2, 3, 0])], decoded, np.zeros(8, np.int64), centroids, 3,
+                          GuidedConfig(), REWARD)  # fmt: skip
+    assert plan.regions.tolist() == [5, 6, 7, 4] and plan.region_modes.tolist() == [0, 1, 1, 2]  # 4: vacancy
+
+
+def test_mode_specialisation_pulls_a_region_onto_its_mode():
+    """specialise_to=mode (AC-GAN): the head learns labelled real samples; a region standing for mode 1
+    is pulled there even from an anchor that starts elsewhere."""
+    torch.manual_seed(0)
+    model = MLPGAN((2,), latent_dim=2, hidden=32, depth=2)
+    model.requires_grad_(False)
+    real = np.concatenate([np.full((200, 2), -2.0), np.full((200, 2), 2.0)]).astype(np.float32)
+    real += 0.05 * np.random.default_rng(0).standard_normal(real.shape).astype(np.float32)
+    anchors = np.array([[-1.0, 0.0], [1.0, 0.0]], np.float32)
+    cfg = GuidedConfig(region_fraction=1.0, region_spread=0.05, specialisation=1.0, specialise_to="mode")
+    updater = GuidedUpdater(model, real, np.repeat([0, 1], 200), anchors, cfg, ModelConfig(batch_size=64), 0)
+    assert updater.head(torch.zeros(1, 2)).shape == (1, 2)  # one logit per mode, not per anchor
+    plan = RoundPlan(
+        np.array([0, 1]), 0, np.ones(2, bool), np.ones(2), np.ones(2), region_modes=np.array([1, 0])
+    )
+    updater.run(400, plan)
+    with torch.no_grad():
+        out = model.decode(torch.as_tensor(anchors))
+    assert out[0, 0] > 0 > out[1, 0]  # anchor 0 now decodes on mode 1 (+2), anchor 1 on mode 0 (-2)
+    with pytest.raises(ValueError, match="region_modes"):
+        updater.run(1, RoundPlan(np.array([0, 1]), 0, np.ones(2, bool), np.ones(2), np.ones(2)))
+    with pytest.raises(ConfigError, match="specialise_to"):
+        load_scenario(GUIDED, ["model.guided.specialise_to=anchor"])
