@@ -32,9 +32,12 @@ METHODS = {
     "guided": ["model.training=guided"],
     "greedy": ["model.training=guided", "model.guided.signal=greedy"],  # ablation: no agents
 }
-# Per row of a model curve; mixture_*: guided runs' learned mixture prior (marlgen.guided.mixture_figures).
+# Per row of a model curve; mixture_*: guided runs' learned mixture prior (marlgen.guided.mixture_figures);
+# dmix_*: the mixture sampler with regions from the GAN's own discriminator and the mode labels
+# (marlgen.guided.greedy_mixture_figures), for either method (conventional: the final model only).
 FIELDS = ("updates", "modes_covered", "modes_total", "high_quality_fraction", "reverse_kl",
-          "mixture_modes_covered", "mixture_high_quality_fraction", "team_modes_covered")  # fmt: skip
+          "mixture_modes_covered", "mixture_high_quality_fraction", "team_modes_covered",
+          "dmix_modes_covered", "dmix_high_quality_fraction", "dmix_regions")  # fmt: skip
 COLOURS = {"conventional": "tab:gray", "guided": "tab:blue", "greedy": "tab:orange"}
 
 
@@ -47,12 +50,22 @@ def run_one(scenario: str, method: str, seed: int, out: Path, overrides: list[st
         from marlgen.build import build_parts
 
         parts = build_parts(cfg, progress=False)
-        curve = list(getattr(parts.model, "curve", []))
+        curve = [dict(r) for r in getattr(parts.model, "curve", [])]
         if cfg.model.training == "guided":
             from marlgen.guided import guide
 
             history = guide(cfg, parts, run_dir, progress=False, log=lambda *a: None).history
             curve = [r for r in curve if r["updates"] < history[0]["updates"]] + history
+        elif curve and curve[-1]["updates"] == cfg.model.train_steps and hasattr(parts.model, "discriminate"):
+            # the conventional GAN, given the same kind of mixture sampler from its own discriminator
+            from marlgen.build import make_env
+            from marlgen.guided import greedy_mixture_figures
+
+            anchors = make_env(cfg, parts).anchors
+            curve[-1].update(greedy_mixture_figures(
+                parts.model, parts.assigner, anchors, parts.dataset.samples, cfg.model.guided,
+                cfg.eval.budget, cfg.seed + 1,
+            ))  # fmt: skip
         (run_dir / "model_curve.json").write_text(json.dumps(curve, indent=2) + "\n")
         return curve
     from marlgen.run import make_run_dir, run
@@ -66,8 +79,9 @@ def summarise(rows: list[dict], n_modes: int, methods: list[str]) -> list[str]:
     lines = [
         "| method | seeds | final modes mean ± sd [min, max] | seeds with all / >= M-1 modes"
         " | final high quality mean [min, max] | final reverse KL | updates to M-1 modes (median; never)"
-        " | checks below M-1 after reaching it | learned mixture: final modes, high quality |",
-        "|---|---|---|---|---|---|---|---|---|",
+        " | checks below M-1 after reaching it | learned mixture: final modes, high quality"
+        " | discriminator mixture: final modes [min, max], high quality [min, max] |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method in methods:
         runs = {}
@@ -95,17 +109,34 @@ def summarise(rows: list[dict], n_modes: int, methods: list[str]) -> list[str]:
             f" [{modes.min():.0f}, {modes.max():.0f}] | {n_all} / {n_most}"
             f" | {100 * hq.mean():.1f}% [{100 * hq.min():.1f}, {100 * hq.max():.1f}]"
             f" | {np.nanmean(rkl):.3f} | {np.median(reached) if reached else float('nan'):.0f};"
-            f" {len(reach) - len(reached)} | {drops} | {_mixture(finals)} |"
+            f" {len(reach) - len(reached)} | {drops} | {_mixture(finals)}"
+            f" | {_mixture(finals, 'dmix', True)} |"
         )
+    lines += ["", "| method | seed | modes | high quality | learned mixture | discriminator mixture |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for method in methods:
+        finals = {}
+        for r in rows:
+            if r["method"] == method and r["updates"] >= finals.get(r["seed"], {}).get("updates", -1):
+                finals[r["seed"]] = r
+        for seed, f in sorted(finals.items()):
+            lines.append(
+                f"| {method} | {seed:.0f} | {f['modes_covered']:.0f}"
+                f" | {100 * f['high_quality_fraction']:.1f}%"
+                f" | {_mixture([f])} | {_mixture([f], 'dmix')} |"
+            )
     return lines
 
 
-def _mixture(finals: list[dict]) -> str:
-    if any(f.get("mixture_modes_covered", "") == "" for f in finals):
+def _mixture(finals: list[dict], prefix: str = "mixture", spread: bool = False) -> str:
+    if any(f.get(f"{prefix}_modes_covered", "") == "" for f in finals):
         return "–"
-    modes = np.array([f["mixture_modes_covered"] for f in finals], float)
-    hq = np.array([f["mixture_high_quality_fraction"] for f in finals], float)
-    return f"{modes.mean():.1f} [{modes.min():.0f}, {modes.max():.0f}], {100 * hq.mean():.1f}%"
+    modes = np.array([f[f"{prefix}_modes_covered"] for f in finals], float)
+    hq = 100 * np.array([f[f"{prefix}_high_quality_fraction"] for f in finals], float)
+    if len(finals) == 1:
+        return f"{modes[0]:.0f}, {hq[0]:.1f}%"
+    hq_span = f" [{hq.min():.1f}, {hq.max():.1f}]" if spread else ""
+    return f"{modes.mean():.1f} [{modes.min():.0f}, {modes.max():.0f}], {hq.mean():.1f}%{hq_span}"
 
 
 def plot(
@@ -180,7 +211,8 @@ def main(argv=None) -> int:
             _write_rows(rows_path, rows)
             last = curve[-1]
             print(f"{method} seed {seed}: {last['modes_covered']}/{last['modes_total']} modes, "
-                  f"{100 * last['high_quality_fraction']:.1f}% high quality after {last['updates']} updates "
+                  f"{100 * last['high_quality_fraction']:.1f}% high quality after {last['updates']} updates; "
+                  f"mixture {_mixture([last])}; discriminator mixture {_mixture([last], 'dmix')} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
     if not rows:
         parser.error("no runs to summarise")

@@ -103,6 +103,27 @@ class GuidedConfig:
     # The rounds carry on the warm-up's optimiser states (Adam's moments) rather than restarting Adam,
     # whose first steps after a restart jolt every weight by about the learning rate.
     continue_optimizers: bool = False
+    # What counts as a good sample for the rounds (the team's env, its regions and the vacancies):
+    # assigner (the mode assigner's verdict: on toy data the evaluation's own 3-std rule) or
+    # discriminator (the GAN's own discriminator passes it, at the disc_quantile quantile of its logits on
+    # real samples; its mode is the assigner's label without the quality bar). marlgen.guided, docs/guided.md.
+    quality: str = "assigner"
+    disc_quantile: float = 0.05  # discriminator gate: the share of real samples it would reject
+    # The last `consolidate` generator updates train the discriminator against the N(0, I) fakes alone
+    # (the sampler that is evaluated), not the learned mixture; regions, classifier and weights stay. 0: none.
+    consolidate: int = 0
+    # How the round's trained team is rolled out to name the regions, the vacancies and the weights:
+    # greedy (its most likely anchors, the same in every episode) or sample (drawn from its policy).
+    team_actions: str = "greedy"
+    # Which delivering anchors become regions: all (every anchor the team delivered a good sample from)
+    # or per_mode (for each mode delivered, the anchor that delivered it most often: one region per mode,
+    # so the region classifier never has to tell apart two anchors of one mode).
+    regions: str = "all"
+    # What the specialisation term asks of a region's samples: region (MGAN: a classifier of region
+    # samples must tell which region made them, so regions stay distinct) or mode (AC-GAN: a classifier
+    # of labelled real samples must see them as the mode the region stands for, the mode its anchor
+    # delivered or a vacancy's lost mode).
+    specialise_to: str = "region"
 
 
 @dataclass
@@ -256,6 +277,10 @@ CHOICES = {
     "model.training": ("conventional", "guided"),
     "model.guided.signal": ("team", "greedy"),
     "model.guided.anneal": ("none", "reward", "all"),
+    "model.guided.quality": ("assigner", "discriminator"),
+    "model.guided.team_actions": ("greedy", "sample"),
+    "model.guided.regions": ("all", "per_mode"),
+    "model.guided.specialise_to": ("region", "mode"),
     "eval.actions": ("sample", "greedy"),
 }
 POSITIVE = (
@@ -275,7 +300,8 @@ NON_NEGATIVE = (
     "model.kl_weight env.latent_spread env.reward.coverage env.reward.entropy env.reward.quality "
     "env.critic.false_accept_cost env.critic.false_reject_cost train.checkpoint_every modes.classifier.shift "
     "env.critic.disc_warmup_steps seed "
-    "model.curve_every model.guided.reward_weight model.guided.region_spread model.guided.specialisation"
+    "model.curve_every model.guided.reward_weight model.guided.region_spread model.guided.specialisation "
+    "model.guided.consolidate"
 ).split()
 # Open or half-open unit intervals: (low, high, low inclusive, high inclusive).
 FRACTIONS = {
@@ -286,6 +312,7 @@ FRACTIONS = {
     "model.guided.region_fraction": (0.0, 1.0, True, True),
     "model.ema": (0.0, 1.0, True, False),
     "model.guided.anneal_to": (0.0, 1.0, True, True),
+    "model.guided.disc_quantile": (0.0, 1.0, True, False),
 }
 # The same checks for both roles' agent settings (agents.generator.* and agents.critic.*).
 AGENT_POSITIVE = "update_repeats buffer_size target_update_freq n_step updates_per_step eps_clip".split()
@@ -423,6 +450,11 @@ def _validate_guided(cfg: DictConfig, where: str) -> None:
             f"{where}: model.guided.warmup_steps={guided.warmup_steps} plus model.guided.rounds="
             f"{guided.rounds} must not exceed model.train_steps={model.train_steps} (all generator updates, "
             "warm-up included): lower the warm-up or raise model.train_steps"
+        )
+    if guided.consolidate > model.train_steps - guided.warmup_steps:
+        raise ConfigError(
+            f"{where}: model.guided.consolidate={guided.consolidate} must not exceed the guided updates, "
+            f"model.train_steps - model.guided.warmup_steps = {model.train_steps - guided.warmup_steps}"
         )
     if cfg.env.action != "discrete":
         raise ConfigError(

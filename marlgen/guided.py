@@ -30,10 +30,21 @@
 
 ``signal=greedy`` replaces the agents by a greedy pick over every anchor's decode (one anchor per
 reachable mode), the ablation that asks what the agents add.
+
+``quality`` names what "a good sample" means to the rounds. ``assigner`` (the default): the mode
+assigner's verdict, which on toy data is the evaluation's own 3-std rule. ``discriminator``: the
+GAN's own discriminator (:class:`DiscriminatorGate`): a sample is good when its logit is at least the
+``disc_quantile`` quantile of the logits of real samples, and its mode is the assigner's label
+without the quality bar (nearest mean; the classifier's class). The team's env, its critic's judge,
+the regions and the vacancies then never consult the evaluation's quality rule, so the learned
+mixture prior (N(0, I) plus the regions) is a sampler of the guided model that can be reported
+beside N(0, I) (:func:`mixture_figures`); :func:`greedy_mixture_figures` gives any GAN, the
+conventional one included, the same kind of sampler from its discriminator and the labels.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -47,6 +58,7 @@ from torch import Tensor
 
 from marlgen import metrics
 from marlgen.build import Parts, make_env
+from marlgen.config import ConfigError
 from marlgen.errors import CheckpointError
 from marlgen.evaluate import Rollout, prior_figures, steer
 from marlgen.rewards import objective
@@ -61,6 +73,9 @@ class RoundPlan:
     covered: np.ndarray  # (M,) bool: the team (or the greedy pick) delivered the mode
     histogram: np.ndarray  # (M,) mean episode histogram that set the weights
     mode_weights: np.ndarray  # (M,) relative draw weight of each mode's real samples
+    # (R,) the mode each region stands for: the mode its anchor delivered most, a vacancy's lost mode
+    # (specialise_to=mode pulls each region's samples towards it); None where not known.
+    region_modes: np.ndarray | None = None
 
 
 @dataclass
@@ -68,6 +83,85 @@ class GuidedResult:
     history: list[dict]  # one row per measurement: warm-up end, then each round
     team_states: dict  # the last round's team (role -> state dict): the final training carries on
     seconds: float
+
+
+def mode_labels(assigner):
+    """The assigner's mode label of every sample regardless of quality: the nearest mixture mean
+    (toy data), the classifier's or k-means' class (images). Raises ConfigError for other assigners."""
+    nearest = getattr(assigner, "nearest", None)
+    if nearest is not None:
+        return lambda x: nearest(np.asarray(x))[0]
+    classes = getattr(assigner, "classes", None)
+    if classes is not None:
+        return classes
+    raise ConfigError(
+        f"model.guided.quality='discriminator' needs a mode assigner that labels every sample "
+        f"(mixture, classifier or kmeans); {type(assigner).__name__} does not: use quality=assigner"
+    )
+
+
+class DiscriminatorGate:
+    """The GAN's own discriminator as the rounds' quality verdict, calibrated on real data only.
+
+    ``threshold`` is the ``quantile`` quantile of the discriminator's logits on the real samples (0.05:
+    95% of real samples pass), computed once per round on the frozen model, so the bar moves with the
+    discriminator and never looks at the evaluation's rule.
+    """
+
+    def __init__(self, model, real: np.ndarray, quantile: float):
+        self.model = model
+        self.threshold = float(np.quantile(self.logit(real), quantile))
+
+    def logit(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model.discriminate(torch.as_tensor(np.asarray(x, np.float32))).double().numpy()
+
+    def passes(self, x: np.ndarray) -> np.ndarray:
+        return self.logit(x) >= self.threshold
+
+
+class GatedModes:
+    """A mode assigner for the rounds: the assigner's label where the gate passes a sample, else -1."""
+
+    def __init__(self, assigner, gate: DiscriminatorGate):
+        self.labels, self.gate = mode_labels(assigner), gate
+        self.n_modes = assigner.n_modes
+        self.name = "mode label where the GAN's discriminator passes the sample"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        return np.where(self.gate.passes(x), self.labels(x), -1).astype(np.int64)
+
+
+class GateJudge:
+    """The critic's judge for the rounds: sigmoid(logit - threshold), so 0.5 is the gate's bar (as 0.5
+    is the 3-std line of the oracle judge). It does not learn while the team trains: the model is frozen."""
+
+    name = "the GAN's discriminator (guided rounds)"
+
+    def __init__(self, gate: DiscriminatorGate):
+        self.gate = gate
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(self.gate.logit(x) - self.gate.threshold)))
+
+    def update(self, fake: np.ndarray, rng: np.random.Generator) -> None:
+        """Frozen for the round."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing learned, nothing to restore."""
+
+
+def round_parts(parts: Parts, gcfg, real: np.ndarray) -> Parts:
+    """The parts the round's team and plan see: ``parts`` for quality=assigner; for discriminator, the
+    same model and data with the gate as mode verdict and judge (recalibrated on the current model)."""
+    if gcfg.quality == "assigner":
+        return parts
+    gate = DiscriminatorGate(parts.model, real, gcfg.disc_quantile)
+    return dataclasses.replace(parts, assigner=GatedModes(parts.assigner, gate), judge=GateJudge(gate))
 
 
 def reward_weights(histogram: np.ndarray, reward_cfg, eta: float) -> np.ndarray:
@@ -106,6 +200,11 @@ def vacancy_regions(
     Anchors that decode into no mode (``decoded_modes`` -1: the seams between modes) go first: moving
     one onto a lost mode turns wasted samples into good ones instead of taking mass from a mode.
     """
+    return [k for k, _ in vacancy_pairs(decoded, decoded_modes, taken, uncovered, centroids)]
+
+
+def vacancy_pairs(decoded, decoded_modes, taken, uncovered, centroids) -> list[tuple[int, int]]:
+    """:func:`vacancy_regions` as (anchor, the lost mode it was given) pairs."""
     flat = decoded.reshape(len(decoded), -1)
     free = np.ones(len(decoded), bool)
     free[np.asarray(taken, np.int64)] = False  # an empty list of regions arrives as float
@@ -116,7 +215,7 @@ def vacancy_regions(
         candidates = free & (decoded_modes < 0) if (free & (decoded_modes < 0)).any() else free
         dist = np.where(candidates, ((flat - centroids[j]) ** 2).sum(1), np.inf)
         k = int(np.argmin(dist))
-        out.append(k)
+        out.append((k, int(j)))
         free[k] = False
     return out
 
@@ -133,12 +232,22 @@ def plan_from_team(
 ) -> RoundPlan:
     good = rollout.accepted & (rollout.modes >= 0)
     regions = np.unique(rollout.choice[good])
+    if gcfg.regions == "per_mode":  # one region per delivered mode: the anchor that delivered it most
+        regions = np.asarray(
+            [np.bincount(rollout.choice[good & (rollout.modes == j)]).argmax()
+             for j in np.unique(rollout.modes[good])], np.int64,
+        )  # fmt: skip
     covered = np.zeros(n_modes, bool)
     covered[np.unique(rollout.modes[good])] = True
     histogram = (
         np.mean(histograms, axis=0) if histograms else np.bincount(rollout.modes[good], minlength=n_modes)
     )
-    return _plan(regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg)
+    region_modes = np.asarray(
+        [np.bincount(rollout.modes[good & (rollout.choice == k)]).argmax() for k in regions], np.int64
+    )  # the mode each region's anchor delivered most
+    return _plan(
+        regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg, region_modes
+    )
 
 
 def plan_greedy(decoded_modes: np.ndarray, decoded, centroids, n_modes, episode_budget, gcfg, reward_cfg):
@@ -152,18 +261,25 @@ def plan_greedy(decoded_modes: np.ndarray, decoded, centroids, n_modes, episode_
     covered[np.unique(decoded_modes[decoded_modes >= 0])] = True
     histogram = covered * (episode_budget / max(covered.sum(), 1))  # a team spreading its budget evenly
     regions = np.asarray(regions, np.int64)
-    return _plan(regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg)
+    region_modes = np.unique(decoded_modes[decoded_modes >= 0])  # one region per mode, in this order
+    return _plan(
+        regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg, region_modes
+    )
 
 
-def _plan(regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg) -> RoundPlan:
+def _plan(regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg,
+          region_modes) -> RoundPlan:  # fmt: skip
     uncovered = np.flatnonzero(~covered)
-    vacant = vacancy_regions(decoded, decoded_modes, regions, uncovered, centroids) if gcfg.vacancies else []
+    vacant = vacancy_pairs(decoded, decoded_modes, regions, uncovered, centroids) if gcfg.vacancies else []
     return RoundPlan(
-        regions=np.concatenate([regions, np.asarray(vacant, np.int64)]).astype(np.int64),
+        regions=np.concatenate([regions, np.asarray([k for k, _ in vacant], np.int64)]).astype(np.int64),
         n_vacancies=len(vacant),
         covered=covered,
         histogram=np.asarray(histogram, np.float64),
         mode_weights=reward_weights(np.asarray(histogram, np.float64), reward_cfg, gcfg.reward_weight),
+        region_modes=np.concatenate([region_modes, np.asarray([j for _, j in vacant], np.int64)]).astype(
+            np.int64
+        ),
     )
 
 
@@ -178,9 +294,12 @@ class GuidedUpdater:
         self.real = torch.as_tensor(real)  # (n, *data_shape)
         self.real_modes = torch.as_tensor(real_modes)  # (n,) -1: no mode
         self.anchors = torch.as_tensor(anchors)  # (K, latent_dim)
+        self.n_modes = int(real_modes.max()) + 1 if len(real_modes) else 0
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            self.head = model.make_head(len(anchors))  # which anchor's region made this sample
+            # specialise_to=region: which anchor's region made this sample (MGAN); mode: which mode a
+            # sample is, learnt from labelled real samples (AC-GAN).
+            self.head = model.make_head(self.n_modes if gcfg.specialise_to == "mode" else len(anchors))
         self.optimizers = model.make_optimizers(model_cfg.lr)
         if gcfg.continue_optimizers:  # the warm-up's Adam moments: the rounds carry on its training
             states = getattr(model, "optimizer_states", None)
@@ -195,29 +314,36 @@ class GuidedUpdater:
         self.head_optimizer = torch.optim.Adam(self.head.parameters(), lr=model_cfg.lr, betas=(0.5, 0.999))
         self.generator = torch.Generator().manual_seed(seed)
 
-    def run(self, n_updates: int, plan: RoundPlan) -> dict[str, float]:
-        """``n_updates`` generator updates; the model is trainable inside and frozen again after."""
+    def run(self, n_updates: int, plan: RoundPlan, prior_only: bool = False) -> dict[str, float]:
+        """``n_updates`` generator updates; the model is trainable inside and frozen again after.
+        ``prior_only``: the discriminator trains against the N(0, I) fakes alone (``consolidate``)."""
         w = torch.as_tensor(plan.mode_weights, dtype=torch.float32)
         draw = torch.where(self.real_modes >= 0, w[self.real_modes.clamp_min(0)], torch.ones(()))  # (n,)
         regions = torch.as_tensor(plan.regions)
-        self.model.train()
+        targets = None
+        if self.gcfg.specialise_to == "mode":
+            if plan.region_modes is None or len(plan.region_modes) != len(plan.regions):
+                raise ValueError("specialise_to=mode needs the plan's region_modes, one per region")
+            targets = torch.as_tensor(plan.region_modes)
         self.model.requires_grad_(True)
         losses: dict[str, float] = {}
         try:
             for _ in range(n_updates):
-                losses = self.step(draw, regions)
+                losses = self.step(draw, regions, prior_only, targets)
         finally:
             self.model.eval()
             self.model.requires_grad_(False)
         return losses
 
-    def step(self, draw: Tensor, regions: Tensor) -> dict[str, float]:
+    def step(self, draw: Tensor, regions: Tensor, prior_only: bool = False, targets: Tensor | None = None
+             ) -> dict[str, float]:  # fmt: skip
+        """One update. ``targets`` (specialise_to=mode): the mode each region stands for."""
         model, g, b = self.model, self.generator, self.batch_size
-        real = self.real[torch.multinomial(draw, b, replacement=True, generator=g)]  # (B, *data_shape)
+        real_idx = torch.multinomial(draw, b, replacement=True, generator=g)  # (B,)
+        real = self.real[real_idx]  # (B, *data_shape)
         n_reg = int(round(b * self.gcfg.region_fraction)) if len(regions) else 0
-        label = regions[
-            torch.randint(len(regions), (n_reg,), generator=g)
-        ]  # (R,) anchor of each region latent
+        pick = torch.randint(len(regions), (n_reg,), generator=g)  # (R,) region of each region latent
+        label = regions[pick]  # (R,) anchor of each region latent
         noise = self.gcfg.region_spread * torch.randn(n_reg, model.latent_dim, generator=g)
         z = torch.cat(
             [torch.randn(b, model.latent_dim, generator=g), self.anchors[label] + noise]
@@ -227,14 +353,22 @@ class GuidedUpdater:
 
         # Real against every fake, region samples included: the model being trained is the generator
         # under the learned mixture prior, and that mixture is what must match the (reweighted) data.
-        logits_real, logits_fake = model.discriminate(real), model.discriminate(fake.detach())
+        # prior_only (the final ``consolidate`` updates): against the N(0, I) fakes alone, the sampler
+        # that is evaluated, so that it, not the mixture, is what must match the data.
+        judged = fake[:b] if prior_only else fake
+        logits_real, logits_fake = model.discriminate(real), model.discriminate(judged.detach())
         loss_d = bce(logits_real, torch.ones_like(logits_real)) + bce(
             logits_fake, torch.zeros_like(logits_fake)
         )
         _update(self.optimizers["discriminator"], loss_d)
 
         spec = n_reg > 0 and self.gcfg.specialisation > 0
-        if spec:
+        if spec and targets is not None:  # AC-GAN: the head learns the modes of labelled real samples
+            labelled = self.real_modes[real_idx] >= 0
+            loss_q = F.cross_entropy(self.head(real[labelled]), self.real_modes[real_idx][labelled])
+            _update(self.head_optimizer, loss_q)
+            label = targets[pick]  # the generator is pulled towards each region's mode
+        elif spec:
             loss_q = F.cross_entropy(self.head(fake[b:].detach()), label)
             _update(self.head_optimizer, loss_q)
 
@@ -261,20 +395,48 @@ def mixture_figures(
 ) -> dict:
     """Figures of ``budget`` samples from the learned mixture prior the round trained the generator on:
     N(0, I) and, in the proportion of training, latents around the plan's regions."""
+    return {
+        f"mixture_{k}": v
+        for k, v in _region_mixture(model, assigner, anchors, plan.regions, gcfg, budget, seed).items()
+        if k != "modes_total"
+    }
+
+
+def _region_mixture(model, assigner, anchors, regions, gcfg, budget: int, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
-    n_reg = round(budget * gcfg.region_fraction / (1 + gcfg.region_fraction)) if len(plan.regions) else 0
-    label = torch.as_tensor(plan.regions)[torch.randint(len(plan.regions), (n_reg,), generator=g)]
+    n_reg = round(budget * gcfg.region_fraction / (1 + gcfg.region_fraction)) if len(regions) else 0
+    pick = torch.randint(max(len(regions), 1), (n_reg,), generator=g)
+    label = torch.as_tensor(np.asarray(regions, np.int64))[pick]  # (n_reg,) anchor of each region latent
     z_region = torch.as_tensor(anchors)[label] + gcfg.region_spread * torch.randn(
         n_reg, model.latent_dim, generator=g
     )
     z = torch.cat([torch.randn(budget - n_reg, model.latent_dim, generator=g), z_region])
     with torch.inference_mode():
         modes = assigner(model.decode(z).numpy())
-    return {
-        f"mixture_{k}": v
-        for k, v in metrics.mode_figures(modes, assigner.n_modes).items()
-        if k != "modes_total"
-    }
+    return metrics.mode_figures(modes, assigner.n_modes)
+
+
+def discriminator_regions(model, assigner, anchors: np.ndarray, real: np.ndarray, quantile: float):
+    """One anchor per mode label, picked without the evaluation's quality rule: among the anchors whose
+    decode passes the GAN's discriminator gate (:class:`DiscriminatorGate`), the one with the highest
+    logit for each label. Any GAN has this, trained conventionally or guided."""
+    gate = DiscriminatorGate(model, real, quantile)
+    decoded = decode_anchors(model, anchors)
+    logits, labels = gate.logit(decoded), mode_labels(assigner)(decoded)
+    ok = logits >= gate.threshold
+    regions = [int(np.flatnonzero(ok & (labels == j))[np.argmax(logits[ok & (labels == j)])])
+               for j in np.unique(labels[ok])]  # fmt: skip
+    return np.asarray(regions, np.int64)
+
+
+def greedy_mixture_figures(model, assigner, anchors, real, gcfg, budget: int, seed: int) -> dict:
+    """The same mixture sampler (N(0, I) plus ``region_fraction`` as many latents around regions) with
+    the regions of :func:`discriminator_regions`: a sampler any GAN can be given from its own
+    discriminator and the mode labels, for a like-for-like comparison (``dmix_*`` keys)."""
+    regions = discriminator_regions(model, assigner, anchors, real, gcfg.disc_quantile)
+    figures = _region_mixture(model, assigner, anchors, regions, gcfg, budget, seed)
+    out = {f"dmix_{k}": v for k, v in figures.items() if k != "modes_total"}
+    return {**out, "dmix_regions": len(regions)}
 
 
 def round_config(gcfg, r: int):
@@ -304,10 +466,12 @@ def guide(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
     gcfg, model, assigner = cfg.model.guided, parts.model, parts.assigner
     start = time.perf_counter()
     real = parts.dataset.samples
-    real_modes = assigner(real)
+    # Real samples' modes: the assigner's verdict, or (quality=discriminator) its label alone, so the
+    # rounds never apply the evaluation's quality rule, not even to real data.
+    real_modes = assigner(real) if gcfg.quality == "assigner" else mode_labels(assigner)(real)
     centroids = mode_centroids(real, real_modes, assigner.n_modes)
-    env = make_env(cfg, parts)
-    updater = GuidedUpdater(model, real, real_modes, env.anchors, gcfg, cfg.model, cfg.seed)
+    anchors = make_env(cfg, parts).anchors
+    updater = GuidedUpdater(model, real, real_modes, anchors, gcfg, cfg.model, cfg.seed)
     round_cfg = OmegaConf.merge(cfg, {"train": {"epochs": gcfg.agent_epochs}})
     measure_seed = cfg.seed + 1  # the conventional curve's prior draws (marlgen.build)
     updates = gcfg.warmup_steps
@@ -318,15 +482,20 @@ def guide(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
     base_gcfg = gcfg
     for r, n_updates in enumerate(round_sizes(cfg.model.train_steps - updates, gcfg.rounds), start=1):
         gcfg = updater.gcfg = round_config(base_gcfg, r)
-        decoded = decode_anchors(model, env.anchors)
-        decoded_modes = assigner(decoded)
+        rparts = round_parts(parts, gcfg, real)  # quality=discriminator: the gate, recalibrated
+        env = make_env(cfg, rparts)
+        decoded = decode_anchors(model, anchors)
+        decoded_modes = rparts.assigner(decoded)
         row: dict = {"round": r}
         if gcfg.signal == "team":
             trained = train(
-                round_cfg, parts, run_dir / "guided" / f"round_{r}", progress, log, init=team_states
+                round_cfg, rparts, run_dir / "guided" / f"round_{r}", progress, log, init=team_states
             )
             team_states = trained.states
-            rollout, histograms = steer(env, trained.team.actor(), cfg.eval.budget, seed=20_000 + 100 * r)
+            # greedy: the policy's most likely anchors (the same each episode); sample: anchors drawn from
+            # the policy, as it acts in training, from the actor's own seeded random state.
+            actor = trained.team.actor(gcfg.team_actions, seed=20_000 + 100 * r)
+            rollout, histograms = steer(env, actor, cfg.eval.budget, seed=20_000 + 100 * r)
             plan = plan_from_team(
                 rollout, histograms, decoded, decoded_modes, centroids, assigner.n_modes, gcfg, cfg.env.reward
             )
@@ -339,12 +508,18 @@ def guide(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
             plan = plan_greedy(
                 decoded_modes, decoded, centroids, assigner.n_modes, budget, gcfg, cfg.env.reward
             )
-        losses = updater.run(n_updates, plan)
+        # The last gcfg.consolidate updates of all: the discriminator sees the N(0, I) fakes alone.
+        start_prior_only = cfg.model.train_steps - gcfg.consolidate
+        n_prior_only = min(n_updates, max(0, updates + n_updates - start_prior_only))
+        losses = updater.run(n_updates - n_prior_only, plan) if n_updates > n_prior_only else {}
+        if n_prior_only:
+            losses = updater.run(n_prior_only, plan, prior_only=True)
         updates += n_updates
         row.update(
             updates=updates,
             **prior_figures(model, assigner, cfg.eval.budget, measure_seed),
-            **mixture_figures(model, assigner, env.anchors, plan, gcfg, cfg.eval.budget, measure_seed),
+            **mixture_figures(model, assigner, anchors, plan, gcfg, cfg.eval.budget, measure_seed),
+            **greedy_mixture_figures(model, assigner, anchors, real, gcfg, cfg.eval.budget, measure_seed),
             regions=len(plan.regions),
             vacancies=plan.n_vacancies,
             max_weight_ratio=float(plan.mode_weights.max() / plan.mode_weights.min()),

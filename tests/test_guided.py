@@ -13,12 +13,19 @@ from marlgen.config import ConfigError, GuidedConfig, ModelConfig, load_scenario
 from marlgen.errors import CheckpointError
 from marlgen.evaluate import Rollout
 from marlgen.guided import (
+    DiscriminatorGate,
+    GatedModes,
+    GateJudge,
     GuidedUpdater,
     RoundPlan,
+    discriminator_regions,
+    greedy_mixture_figures,
     mode_centroids,
+    mode_labels,
     plan_from_team,
     reward_weights,
     round_config,
+    round_parts,
     round_sizes,
     vacancy_regions,
 )
@@ -210,6 +217,8 @@ def test_raw_coordinates_leave_the_normaliser_alone(tmp_path):
         (["model.guided.region_fraction=1.5"], "must lie in [0.0, 1.0]"),
         (["model.guided.anneal=linear"], "model.guided.anneal='linear' is not one of none, reward, all"),
         (["model.guided.anneal_to=2"], "model.guided.anneal_to"),
+        (["model.guided.quality=oracle"], "quality='oracle' is not one of assigner, discriminator"),
+        (["model.guided.disc_quantile=1"], "model.guided.disc_quantile"),
     ],
 )
 def test_bad_guided_settings_are_refused(overrides, needle):
@@ -264,3 +273,205 @@ def test_compare_trains_the_guided_model_in_every_job(tmp_path, cache_dir):
     assert compare.main(argv) == 0
     history = json.loads((out / "runs/prior/seed0/guided/history.json").read_text())
     assert [row["updates"] for row in history] == [200, 230]
+
+
+class _FirstCoordinate(torch.nn.Module):
+    """A stand-in GAN whose discriminator logit is the sample's first coordinate, decoding z to z."""
+
+    latent_dim = 2
+
+    def discriminate(self, x):
+        return x[:, 0]
+
+    def decode(self, z):
+        return z
+
+
+def _mixture_assigner():
+    from marlgen.modes import MixtureModes
+
+    return MixtureModes(np.array([[0.0, 0.0], [10.0, 0.0]]), std=0.1)  # two modes; 3 std = 0.3
+
+
+def test_discriminator_gate_replaces_the_three_std_rule_by_the_gan_s_own_verdict():
+    real = np.stack([np.arange(100.0), np.zeros(100)], 1)  # logits 0..99 on real data
+    gate = DiscriminatorGate(_FirstCoordinate(), real, quantile=0.05)
+    assert gate.threshold == pytest.approx(np.quantile(np.arange(100.0), 0.05))  # 4.95
+    modes = GatedModes(_mixture_assigner(), gate)
+    x = np.array([[10.0, 0.0], [9.0, 2.0], [4.0, 0.0], [0.0, 0.0]])
+    # Sample 1 lies 20 std from mode 1 (the 3-std rule says -1) but the gate passes it: labelled 1.
+    # Samples 2 and 3 fail the gate (logits 4 and 0), sample 3 though it sits on mode 0's mean.
+    assert modes(x).tolist() == [1, 1, -1, -1] and modes.n_modes == 2
+    assert _mixture_assigner()(x).tolist() == [1, -1, -1, 0]  # the evaluation's rule, for contrast
+    judge = GateJudge(gate)
+    assert judge.score(np.array([[gate.threshold, 0.0]]))[0] == pytest.approx(0.5)  # 0.5 is the gate's bar
+    assert (np.diff(judge.score(x[::-1])) >= 0).all() and judge.state_dict() == {}
+
+
+def test_round_parts_swap_in_the_gate_only_for_quality_discriminator():
+    from marlgen.build import Parts
+
+    parts = Parts(dataset=None, model=_FirstCoordinate(), assigner=_mixture_assigner(), judge="oracle")
+    real = np.stack([np.arange(100.0), np.zeros(100)], 1)
+    assert round_parts(parts, GuidedConfig(), real) is parts
+    gated = round_parts(parts, GuidedConfig(quality="discriminator", disc_quantile=0.5), real)
+    assert isinstance(gated.assigner, GatedModes) and isinstance(gated.judge, GateJudge)
+    assert gated.judge.gate.threshold == pytest.approx(49.5) and gated.model is parts.model
+    with pytest.raises(ConfigError, match="quality=assigner"):
+        mode_labels(SimpleNamespace(n_modes=3))  # an assigner with no labels of its own
+
+
+def test_discriminator_regions_pick_the_most_real_looking_anchor_per_label():
+    real = np.stack([np.arange(100.0), np.zeros(100)], 1)
+    anchors = np.array([[8.0, 0.0], [9.5, 0.0], [1.0, 0.0], [6.0, 0.0], [60.0, 0.0]], np.float32)
+    # Labels (nearest of the means 0 and 10): 1, 1, 0, 1, 1; logits = first coordinate; gate at 4.95.
+    # Anchor 2 (mode 0) fails the gate; of mode 1's, anchor 4 has the highest logit though it lies far
+    # from every mode: the discriminator, not the 3-std rule, decides.
+    regions = discriminator_regions(_FirstCoordinate(), _mixture_assigner(), anchors, real, 0.05)
+    assert regions.tolist() == [4]
+    figures = greedy_mixture_figures(
+        _FirstCoordinate(), _mixture_assigner(), anchors, real, GuidedConfig(), budget=300, seed=0
+    )
+    assert figures["dmix_regions"] == 1 and set(figures) == {
+        "dmix_regions", "dmix_modes_covered", "dmix_high_quality_fraction", "dmix_reverse_kl"
+    }  # fmt: skip
+
+
+def test_greedy_rounds_with_the_discriminator_gate_update_the_model(tmp_path, cache_dir):
+    """quality=discriminator end to end through guide (greedy signal: no team training, fast)."""
+    from marlgen.build import build_parts
+    from marlgen.guided import guide
+
+    cfg = load_scenario(GUIDED, [
+        f"cache_dir={cache_dir}", "model.train_steps=260", "model.curve_every=100",
+        "model.guided.warmup_steps=200", "model.guided.rounds=2", "model.guided.signal=greedy",
+        "model.guided.quality=discriminator", "eval.budget=300",
+    ])  # fmt: skip
+    parts = build_parts(cfg, progress=False)
+    before = [p.clone() for p in parts.model.generator.parameters()]
+    history = guide(cfg, parts, tmp_path, progress=False, log=lambda *a: None).history
+    assert [row["updates"] for row in history] == [200, 230, 260]
+    assert all("mixture_modes_covered" in row and "dmix_modes_covered" in row for row in history[1:])
+    assert not all(torch.equal(a, b) for a, b in zip(before, parts.model.generator.parameters(), strict=True))
+    assert parts.assigner.__class__.__name__ == "MixtureModes"  # the evaluation's assigner is untouched
+
+
+def test_consolidation_shows_the_discriminator_the_prior_s_fakes_alone(tmp_path, cache_dir, monkeypatch):
+    """consolidate: the last updates of all (across rounds) train the discriminator on N(0, I) fakes only."""
+    from marlgen.build import build_parts
+    from marlgen.guided import guide
+
+    torch.manual_seed(0)
+    model = MLPGAN((2,), latent_dim=2, hidden=8, depth=1)
+    real = np.random.default_rng(0).standard_normal((64, 2)).astype(np.float32)
+    updater = GuidedUpdater(model, real, np.zeros(64, np.int64), np.zeros((3, 2), np.float32),
+                            GuidedConfig(region_fraction=0.5), ModelConfig(batch_size=16), 0)  # fmt: skip
+    seen = []
+    discriminate = model.discriminate
+    monkeypatch.setattr(model, "discriminate", lambda x: seen.append(len(x)) or discriminate(x))
+    plan = RoundPlan(np.array([0, 1]), 0, np.ones(1, bool), np.ones(1), np.ones(1))
+    updater.run(1, plan)
+    assert seen == [16, 24, 24]  # real; every fake (16 prior + 8 region); the generator's pass
+    seen.clear()
+    updater.run(1, plan, prior_only=True)
+    assert seen == [16, 16, 24]  # the discriminator trains on the 16 prior fakes; the generator on all
+
+    calls = []
+    monkeypatch.setattr(GuidedUpdater, "run", lambda self, n, plan, prior_only=False: calls.append(
+        (n, prior_only)) or {})  # fmt: skip
+    cfg = load_scenario(GUIDED, [
+        f"cache_dir={cache_dir}", "model.train_steps=260", "model.curve_every=100",
+        "model.guided.warmup_steps=200", "model.guided.rounds=2", "model.guided.signal=greedy",
+        "model.guided.consolidate=40", "eval.budget=300",
+    ])  # fmt: skip
+    guide(cfg, build_parts(cfg, progress=False), tmp_path, progress=False, log=lambda *a: None)
+    assert calls == [(20, False), (10, True), (30, True)]  # rounds of 30: the last 40 updates
+    with pytest.raises(ConfigError, match="must not exceed the guided updates"):
+        load_scenario(GUIDED, ["model.guided.consolidate=10001"])
+
+
+def test_rounds_roll_the_team_out_by_sampling_when_asked(tmp_path, cache_dir, monkeypatch):
+    """team_actions=sample: the round's rollout draws each action from the policy (an actor with its own
+    seeded random state); greedy (the default) replays the most likely anchors."""
+    import marlgen.guided as guided
+
+    actors = []
+    steer = guided.steer
+    monkeypatch.setattr(
+        guided, "steer", lambda env, actor, *a, **k: actors.append(actor) or steer(env, actor, *a, **k)
+    )
+    base = [
+        f"cache_dir={cache_dir}", "model.train_steps=230", "model.curve_every=100",
+        "model.guided.warmup_steps=200", "model.guided.rounds=1", "model.guided.agent_epochs=1",
+        "train.steps_per_epoch=300", "train.steps_per_collect=150", "train.n_envs=2", "eval.budget=200",
+    ]  # fmt: skip
+    from marlgen.build import build_parts
+
+    for actions in ("greedy", "sample"):
+        cfg = load_scenario(GUIDED, [*base, f"model.guided.team_actions={actions}"])
+        guided.guide(
+            cfg, build_parts(cfg, progress=False), tmp_path / actions, progress=False, log=lambda *a: None
+        )
+    assert actors[0].rng is None and actors[1].rng is not None
+    with pytest.raises(ConfigError, match="team_actions"):
+        load_scenario(GUIDED, ["model.guided.team_actions=best"])
+
+
+def test_per_mode_regions_keep_the_anchor_that_delivered_each_mode_most():
+    # Mode 0 delivered by anchors 5 (twice) and 6 (once); mode 1 by anchor 7; anchor 2's sample rejected.
+    rollout = Rollout(
+        samples=np.zeros((5, 2), np.float32),
+        modes=np.array([0, 0, 0, 1, 1]),
+        accepted=np.array([True, True, True, True, False]),
+        agent=np.zeros(5, np.int64),
+        choice=np.array([5, 6, 5, 7, 2]),
+    )
+    decoded, centroids = np.zeros((8, 2), np.float32), np.zeros((3, 2))
+    args = ([np.array([3, 1, 0])], decoded, np.zeros(8, np.int64), centroids, 3)
+    every = plan_from_team(rollout, *args, GuidedConfig(vacancies=False), REWARD)
+    assert every.regions.tolist() == [5, 6, 7]
+    one = plan_from_team(rollout, *args, GuidedConfig(vacancies=False, regions="per_mode"), REWARD)
+    assert one.regions.tolist() == [5, 7] and one.covered.tolist() == [True, True, False]
+    with pytest.raises(ConfigError, match="regions"):
+        load_scenario(GUIDED, ["model.guided.regions=some"])
+
+
+def test_plans_name_the_mode_each_region_stands_for():
+    rollout = Rollout(
+        samples=np.zeros((5, 2), np.float32),
+        modes=np.array([0, 0, 1, 1, 1]),
+        accepted=np.ones(5, bool),
+        agent=np.zeros(5, np.int64),
+        choice=np.array([5, 6, 6, 6, 7]),  # anchor 6 delivered mode 0 once and mode 1 twice
+    )
+    decoded = np.zeros((8, 2), np.float32)
+    decoded[4] = [9.0, 9.0]
+    centroids = np.array([[0.0, 0.0], [1.0, 1.0], [9.0, 9.0]])
+    plan = plan_from_team(rollout, [np.array([2, 3, 0])], decoded, np.zeros(8, np.int64), centroids, 3,
+                          GuidedConfig(), REWARD)  # fmt: skip
+    assert plan.regions.tolist() == [5, 6, 7, 4] and plan.region_modes.tolist() == [0, 1, 1, 2]  # 4: vacancy
+
+
+def test_mode_specialisation_pulls_a_region_onto_its_mode():
+    """specialise_to=mode (AC-GAN): the head learns labelled real samples; a region standing for mode 1
+    is pulled there even from an anchor that starts elsewhere."""
+    torch.manual_seed(0)
+    model = MLPGAN((2,), latent_dim=2, hidden=32, depth=2)
+    model.requires_grad_(False)
+    real = np.concatenate([np.full((200, 2), -2.0), np.full((200, 2), 2.0)]).astype(np.float32)
+    real += 0.05 * np.random.default_rng(0).standard_normal(real.shape).astype(np.float32)
+    anchors = np.array([[-1.0, 0.0], [1.0, 0.0]], np.float32)
+    cfg = GuidedConfig(region_fraction=1.0, region_spread=0.05, specialisation=1.0, specialise_to="mode")
+    updater = GuidedUpdater(model, real, np.repeat([0, 1], 200), anchors, cfg, ModelConfig(batch_size=64), 0)
+    assert updater.head(torch.zeros(1, 2)).shape == (1, 2)  # one logit per mode, not per anchor
+    plan = RoundPlan(
+        np.array([0, 1]), 0, np.ones(2, bool), np.ones(2), np.ones(2), region_modes=np.array([1, 0])
+    )
+    updater.run(400, plan)
+    with torch.no_grad():
+        out = model.decode(torch.as_tensor(anchors))
+    assert out[0, 0] > 0 > out[1, 0]  # anchor 0 now decodes on mode 1 (+2), anchor 1 on mode 0 (-2)
+    with pytest.raises(ValueError, match="region_modes"):
+        updater.run(1, RoundPlan(np.array([0, 1]), 0, np.ones(2, bool), np.ones(2), np.ones(2)))
+    with pytest.raises(ConfigError, match="specialise_to"):
+        load_scenario(GUIDED, ["model.guided.specialise_to=anchor"])
