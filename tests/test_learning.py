@@ -22,7 +22,9 @@ def test_trained_team_covers_ring8_far_better_than_random(tmp_path, cache_dir):
         ROOT / "scenarios/gmm_ring8.yaml",
         cache_dir,
         "model.train_steps=5000",  # about half the prior's samples high quality: enough anchors
-        "train.epochs=3",
+        # 3 epochs passed on one machine and not on another (numerics differ by CPU): seed 0 covered 6.0,
+        # seeds 0-3 gave 6.0, 8.0, 8.0, 6.95; with 5 epochs seeds 0, 3 and 4 all reach 8.0.
+        "train.epochs=5",
         "train.steps_per_epoch=8192",
     )
     parts = build_parts(cfg, progress=False)
