@@ -179,6 +179,10 @@ class EnvConfig:
     anchor_range: float = 2.5  # continuous centres live in [-range, range]^latent_dim
     samples_per_agent: int = 1  # latents drawn around each agent's choice per step (m)
     latent_spread: float = 0.05  # std of those latents around the choice: diversity inside a mode
+    # Anchors are scale * (a normal Sobol set). 1.0: they tile the prior, and with the jitter the team's
+    # latents have variance 1 + spread^2 per dimension. sqrt(1 - spread^2) keeps it at the prior's 1,
+    # so that choosing anchors uniformly is drawing from the prior (docs/images.md, stacked digits).
+    anchor_scale: float = 1.0
     episode_budget: int = 16  # decoded samples per episode; a multiple of n_generators * m
     critic: CriticConfig = field(default_factory=CriticConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
@@ -287,6 +291,7 @@ POSITIVE = (
     "data.n_modes data.radius data.grid_size data.grid_spacing data.std data.n_train "
     "model.latent_dim model.hidden model.depth model.train_steps model.batch_size model.lr "
     "env.n_generators env.n_anchors env.samples_per_agent env.episode_budget env.anchor_range "
+    "env.anchor_scale "
     "agents.generator.lr agents.critic.lr train.epochs train.steps_per_epoch "
     "train.steps_per_collect train.batch_size train.n_envs train.torch_threads train.checkpoint_every "
     "eval.budget eval.small_budget_per_mode "

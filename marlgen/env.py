@@ -24,7 +24,7 @@ rejecting a good one.
 Histograms in observations are scaled so 1.0 is a fair share (``budget / M`` samples per mode).
 All randomness flows from ``reset(seed=...)`` through ``self.np_random``; the anchors are a
 scrambled Sobol set mapped through the normal quantile, fixed by ``anchor_seed``, so they tile the
-prior evenly.
+prior evenly (times ``anchor_scale``).
 
 Version history: v0, first release.
 """
@@ -76,7 +76,7 @@ class CoverageEnv(ParallelEnv):
         self.n_steps = env_cfg.episode_budget // (self.n_gen * self.m)
         self.bars = np.asarray(env_cfg.critic.bars, dtype=np.float64)
         self.discrete = env_cfg.action == "discrete"
-        self.anchors = sobol_normal(env_cfg.n_anchors, self.latent_dim, anchor_seed)  # (K, d)
+        self.anchors = env_cfg.anchor_scale * sobol_normal(env_cfg.n_anchors, self.latent_dim, anchor_seed)
 
         self.generators = [f"generator_{i}" for i in range(self.n_gen)]
         self.possible_agents = [*self.generators, "critic"]

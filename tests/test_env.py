@@ -66,3 +66,15 @@ def test_critic_bar_rejects_low_scores(ring8):
     env.step({**gen, "critic": 0})  # a bar of 0 accepts everything
     assert env.last.accepted.all() and strict < 1.0
     assert np.all(env.team_hist == np.bincount(env.last.modes[env.last.modes >= 0], minlength=8))
+
+
+def test_anchor_scale_keeps_the_prior_variance(ring8):
+    """anchor_scale = sqrt(1 - spread^2): anchors chosen uniformly, then jittered, are prior draws."""
+    cfg, parts = ring8
+    spread = 0.6
+    env = make_env(cfg, parts, n_anchors=4096, latent_spread=spread, anchor_scale=(1 - spread**2) ** 0.5)
+    plain = make_env(cfg, parts, n_anchors=4096, latent_spread=spread)
+    np.testing.assert_array_equal(env.anchors, 0.8 * plain.anchors)
+    rng = np.random.default_rng(0)
+    z = env.anchors[rng.integers(0, 4096, 20000)] + spread * rng.standard_normal((20000, 2))
+    assert np.all(np.abs(z.var(0) - 1.0) < 0.05)  # unscaled anchors: 1 + 0.36
