@@ -148,5 +148,5 @@ class BatchedTeams:
         """(K, N + 1, W) float32: what TeamEnv stacks from each copy's CoverageEnv observations."""
         env = self.env
         return observe(self.team_hist[ids], self.own_hist[ids], self.own_accepted[ids], self.score_hist[ids],
-                       self.step_accepted[ids], 1.0 - self.t[ids] / env.n_steps, env.n_modes / env.budget,
+                       self.step_accepted[ids], 1.0 - self.t[ids] / env.n_steps, env.hist_scale,
                        env.obs_width)  # fmt: skip

@@ -183,6 +183,10 @@ class EnvConfig:
     # latents have variance 1 + spread^2 per dimension. sqrt(1 - spread^2) keeps it at the prior's 1,
     # so that choosing anchors uniformly is drawing from the prior (docs/images.md, stacked digits).
     anchor_scale: float = 1.0
+    # false: the generators' two histogram inputs are zeros (layout and widths unchanged). With 1,000
+    # modes they are 2,000 inputs that change every step, and a team must learn a fixed preference
+    # over anchors through them (stacked digits: docs/images.md).
+    observe_histograms: bool = True
     episode_budget: int = 16  # decoded samples per episode; a multiple of n_generators * m
     critic: CriticConfig = field(default_factory=CriticConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)

@@ -21,7 +21,8 @@ still cost their decode). The mode assigner maps samples to modes, -1 for none.
 (mode >= 0), ``-false_accept_cost`` for accepting a bad one, ``-false_reject_cost`` for
 rejecting a good one.
 
-Histograms in observations are scaled so 1.0 is a fair share (``budget / M`` samples per mode).
+Histograms in observations are scaled so 1.0 is a fair share (``budget / M`` samples per mode),
+or are zeros with ``observe_histograms: false``.
 All randomness flows from ``reset(seed=...)`` through ``self.np_random``; the anchors are a
 scrambled Sobol set mapped through the normal quantile, fixed by ``anchor_seed``, so they tile the
 prior evenly (times ``anchor_scale``).
@@ -111,6 +112,8 @@ class CoverageEnv(ParallelEnv):
         )
         self.costs = (float(costs.false_accept_cost), float(costs.false_reject_cost))
         self.budget = int(env_cfg.episode_budget)
+        # observe's histogram scale: 1.0 is a fair share per mode; 0 blinds the generators to them.
+        self.hist_scale = self.n_modes / self.budget if env_cfg.observe_histograms else 0.0
         self.anchor_range = float(env_cfg.anchor_range)
         self._sample_agent = np.repeat(np.arange(self.n_gen), self.m)  # (N*m,) owner of each sample
         self.gen_width, self.obs_width = gen_dim, max(gen_dim, SCORE_BINS + 2)
@@ -222,7 +225,7 @@ class CoverageEnv(ParallelEnv):
             self.score_hist[None],
             one(self.step_accepted),
             one(1.0 - self.t / self.n_steps),
-            self.n_modes / self.budget,
+            self.hist_scale,
             self.obs_width,
         )[0]
         observations = dict(zip(self.generators, obs[:-1, : self.gen_width], strict=True))

@@ -65,6 +65,11 @@ def test_batched_copies_step_as_separate_envs(ring8, credit, action):
     compare(cfg, parts, action=action, reward={"credit": credit}, episode_budget=16)
 
 
+def test_batched_copies_blind_to_histograms(ring8):
+    cfg, parts = ring8
+    compare(cfg, parts, observe_histograms=False, episode_budget=16)
+
+
 def test_batched_copies_with_a_learning_judge(cache_dir):
     cfg = quick_config(ROOT / "scenarios/gmm_ring8.yaml", cache_dir, "env.critic.judge=discriminator")
     parts = build_parts(cfg, progress=False)

@@ -78,3 +78,21 @@ def test_anchor_scale_keeps_the_prior_variance(ring8):
     rng = np.random.default_rng(0)
     z = env.anchors[rng.integers(0, 4096, 20000)] + spread * rng.standard_normal((20000, 2))
     assert np.all(np.abs(z.var(0) - 1.0) < 0.05)  # unscaled anchors: 1 + 0.36
+
+
+def test_blind_to_histograms_zeros_them_and_nothing_else(ring8):
+    cfg, parts = ring8
+    seeing, blind = make_env(cfg, parts), make_env(cfg, parts, observe_histograms=False)
+    obs_a, _ = seeing.reset(seed=3)
+    obs_b, _ = blind.reset(seed=3)
+    m = seeing.n_modes
+    for _ in range(2):
+        actions = {a: seeing.action_space(a).sample() for a in seeing.agents}
+        obs_a, rew_a, *_ = seeing.step(actions)
+        obs_b, rew_b, *_ = blind.step(actions)
+        assert rew_a == rew_b
+        for agent in seeing.generators:
+            assert obs_a[agent][: 2 * m].any() or seeing.team_hist.sum() == 0
+            assert not obs_b[agent][: 2 * m].any()
+            np.testing.assert_array_equal(obs_a[agent][2 * m :], obs_b[agent][2 * m :])
+        np.testing.assert_array_equal(obs_a["critic"], obs_b["critic"])
