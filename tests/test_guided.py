@@ -417,15 +417,21 @@ def test_rounds_roll_the_team_out_by_sampling_when_asked(tmp_path, cache_dir, mo
         load_scenario(GUIDED, ["model.guided.team_actions=best"])
 
 
+def one_agent_rollout(modes, accepted, choice) -> Rollout:
+    """A rollout of one agent's 2-d samples (values unused), as plan_from_team reads it."""
+    n = len(modes)
+    return Rollout(
+        samples=np.zeros((n, 2), np.float32),
+        modes=np.array(modes),
+        accepted=np.array(accepted, bool),
+        agent=np.zeros(n, np.int64),
+        choice=np.array(choice),
+    )
+
+
 def test_per_mode_regions_keep_the_anchor_that_delivered_each_mode_most():
     # Mode 0 delivered by anchors 5 (twice) and 6 (once); mode 1 by anchor 7; anchor 2's sample rejected.
-    rollout = Rollout(
-        samples=np.zeros((5, 2), np.float32),
-        modes=np.array([0, 0, 0, 1, 1]),
-        accepted=np.array([True, True, True, True, False]),
-        agent=np.zeros(5, np.int64),
-        choice=np.array([5, 6, 5, 7, 2]),
-    )
+    rollout = one_agent_rollout(modes=[0, 0, 0, 1, 1], accepted=[1, 1, 1, 1, 0], choice=[5, 6, 5, 7, 2])
     decoded, centroids = np.zeros((8, 2), np.float32), np.zeros((3, 2))
     args = ([np.array([3, 1, 0])], decoded, np.zeros(8, np.int64), centroids, 3)
     every = plan_from_team(rollout, *args, GuidedConfig(vacancies=False), REWARD)
@@ -437,13 +443,8 @@ def test_per_mode_regions_keep_the_anchor_that_delivered_each_mode_most():
 
 
 def test_plans_name_the_mode_each_region_stands_for():
-    rollout = Rollout(
-        samples=np.zeros((5, 2), np.float32),
-        modes=np.array([0, 0, 1, 1, 1]),
-        accepted=np.ones(5, bool),
-        agent=np.zeros(5, np.int64),
-        choice=np.array([5, 6, 6, 6, 7]),  # anchor 6 delivered mode 0 once and mode 1 twice
-    )
+    # anchor 6 delivered mode 0 once and mode 1 twice
+    rollout = one_agent_rollout(modes=[0, 0, 1, 1, 1], accepted=[1, 1, 1, 1, 1], choice=[5, 6, 6, 6, 7])
     decoded = np.zeros((8, 2), np.float32)
     decoded[4] = [9.0, 9.0]
     centroids = np.array([[0.0, 0.0], [1.0, 1.0], [9.0, 9.0]])
