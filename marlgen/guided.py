@@ -325,6 +325,7 @@ class GuidedUpdater:
             if plan.region_modes is None or len(plan.region_modes) != len(plan.regions):
                 raise ValueError("specialise_to=mode needs the plan's region_modes, one per region")
             targets = torch.as_tensor(plan.region_modes)
+        self.model.train()  # batch norm (conv GANs) trains on batch statistics, as in pretraining
         self.model.requires_grad_(True)
         losses: dict[str, float] = {}
         try:
