@@ -11,7 +11,9 @@ expected histogram's KL to uniform (exponentiated gradient on the simplex), then
 budget afresh three ways: the plain prior, anchors chosen uniformly, and anchors drawn from the best
 weights. It prints class KL, precision and recall (k = 3, in the classifier's feature space, against
 the same real samples evaluation uses) and modes covered. The weights are fitted to a finite estimate,
-so the fresh draw's KL is above the fitted one: both are printed.
+so the fresh draw's KL is above the fitted one: both are printed. The last column is the team's own
+objective, modes covered in small-budget episodes (``eval.small_budget_per_mode`` per mode) drawn as
+the team draws: one anchor per agent step, ``env.samples_per_agent`` jittered decodes around each.
 """
 
 from __future__ import annotations
@@ -51,6 +53,21 @@ def draw(env, anchors, weights, spread: float, n: int, rng) -> np.ndarray:
     return env.decode(centres + spread * rng.standard_normal(centres.shape))
 
 
+def episode_modes(
+    env, assigner, anchors, weights, spread: float, samples: int, episodes: int, rng
+) -> list[int]:
+    """Modes covered in each of ``episodes`` small-budget episodes drawn as the team draws them: one
+    anchor per agent step, ``samples_per_agent`` jittered decodes around it."""
+    per_choice = int(env.cfg.samples_per_agent)
+    covered = []
+    for _ in range(episodes):
+        chosen = anchors[rng.choice(len(anchors), -(-samples // per_choice), p=weights)]
+        centres = np.repeat(chosen, per_choice, axis=0)[:samples]
+        modes = assigner(env.decode(centres + spread * rng.standard_normal(centres.shape)))
+        covered.append(len(np.unique(modes[modes >= 0])))
+    return covered
+
+
 def best_weights(p: np.ndarray, steps: int = 3000, step_size: float = 0.5) -> np.ndarray:
     """Mixture weights w minimising KL(w @ p || uniform), by exponentiated gradient."""
     w = np.full(len(p), 1.0 / len(p))
@@ -76,6 +93,14 @@ def main(argv=None) -> None:
     budget, n_modes = int(cfg.eval.budget), assigner.n_modes
     real_features = assigner.features(parts.dataset.samples[:budget])
     rng = np.random.default_rng(cfg.seed)
+    episode_rng = np.random.default_rng([cfg.seed, 1])  # its own stream: the other columns draw as before
+
+    small = n_modes * int(cfg.eval.small_budget_per_mode)
+    episodes = int(cfg.eval.small_budget_episodes)
+
+    def small_budget(anchors, weights, spread) -> str:
+        covered = episode_modes(env, assigner, anchors, weights, spread, small, episodes, episode_rng)
+        return f"{np.mean(covered):.1f}"
 
     def figures(x) -> str:
         classes, modes = assigner.classes(x), assigner(x)
@@ -84,7 +109,12 @@ def main(argv=None) -> None:
         covered = len(np.unique(modes[modes >= 0]))
         return f"{kl:.3f} | {pr['precision']:.3f} | {pr['recall']:.3f} | {covered}"
 
-    rows = [f"| prior | | {figures(env.decode(rng.standard_normal((budget, env.latent_dim))))} |"]
+    prior_episodes = (
+        assigner(env.decode(episode_rng.standard_normal((small, env.latent_dim)))) for _ in range(episodes)
+    )
+    prior_small = np.mean([len(np.unique(m[m >= 0])) for m in prior_episodes])
+    prior = env.decode(rng.standard_normal((budget, env.latent_dim)))
+    rows = [f"| prior | | {figures(prior)} | {prior_small:.1f} |"]
     for setting in args.settings:
         scale, spread = (float(v) for v in setting.split(","))
         p = anchor_class_distributions(env, assigner, scale, spread, args.per_anchor, rng)
@@ -96,12 +126,16 @@ def main(argv=None) -> None:
         uniform = np.full(len(anchors), 1.0 / len(anchors))
         used = int((w > 1e-3).sum())
         x_uniform, x_best = (draw(env, anchors, weights, spread, budget, rng) for weights in (uniform, w))
-        rows.append(f"| scale {scale}, spread {spread}: uniform anchors | | {figures(x_uniform)} |")
+        rows.append(f"| scale {scale}, spread {spread}: uniform anchors | | {figures(x_uniform)} | "
+                    f"{small_budget(anchors, uniform, spread)} |")  # fmt: skip
         rows.append(f"| scale {scale}, spread {spread}: best mixture ({used} anchors above 0.1%) | "
-                    f"{fitted:.3f} | {figures(x_best)} |")  # fmt: skip
+                    f"{fitted:.3f} | {figures(x_best)} | {small_budget(anchors, w, spread)} |")  # fmt: skip
         print(rows[-2], rows[-1], sep="\n", flush=True)
     print(f"\n{budget} samples each, {args.per_anchor} decodes per anchor, {len(env.anchors)} anchors\n")
-    print("| draw | fitted KL | class KL | precision | recall | modes |\n|---|---|---|---|---|---|")
+    print(
+        f"| draw | fitted KL | class KL | precision | recall | modes | modes in {small} samples "
+        f"(mean of {episodes} episodes) |\n|---|---|---|---|---|---|---|"
+    )
     print("\n".join(rows))
 
 

@@ -25,7 +25,7 @@ import copy
 import numpy as np
 from gymnasium.utils import seeding
 
-from marlgen.ledger import SCORE_BINS, observe, settle
+from marlgen.ledger import SCORE_BINS, carry_over, observe, settle
 from marlgen.rewards import critic_rewards
 
 
@@ -38,6 +38,7 @@ class BatchedTeams:
         self.rngs = [seeding.np_random(None)[0] for _ in range(n_copies)]
         self.t = np.zeros(n_copies, dtype=np.int64)
         self.team_hist = np.zeros((n_copies, self.n_modes), dtype=np.int64)
+        self.past_hist = np.zeros((n_copies, self.n_modes), dtype=np.int64)  # env.reward.memory
         self.own_hist = np.zeros((n_copies, self.n, self.n_modes), dtype=np.int64)
         self.own_accepted = np.ones((n_copies, self.n))
         self.score_hist = np.zeros((n_copies, SCORE_BINS))
@@ -90,7 +91,7 @@ class BatchedTeams:
         modes = env.assigner(x).reshape(k, n * m)
         team, own = self.team_hist[rows], self.own_hist[rows]  # settle moves them in place
         accepted, gen_rewards, fraction, score_hist, step_accepted = settle(
-            scores, bars, modes, team, own, *env.terms
+            scores, bars, modes, team, own, self.past_hist[rows], *env.terms
         )
         rewards = np.empty((k, n + 1), dtype=np.float32)
         rewards[:, :n], rewards[:, n] = gen_rewards, critic_rewards(accepted, modes, *env.costs)
@@ -108,7 +109,7 @@ class BatchedTeams:
 
     # Checkpoints (marlgen.checkpoint) fetch and put back each copy's state as Tianshou vector envs
     # offer it: one ``checkpoint_state`` per copy, shaped as a lone CoverageEnv's.
-    COPY_STATE = ("t", "team_hist", "own_hist", "own_accepted", "score_hist", "step_accepted")
+    COPY_STATE = ("t", "team_hist", "own_hist", "own_accepted", "score_hist", "step_accepted", "past_hist")
 
     def get_env_attr(self, key: str, id=None) -> list:
         if key != "checkpoint_state":
@@ -131,12 +132,14 @@ class BatchedTeams:
         for i in self._ids(id):
             self.rngs[i] = copy.deepcopy(state["np_random"])
             for k in self.COPY_STATE:
-                getattr(self, k)[i] = state[k]
+                if k in state:  # past_hist is absent from checkpoints written before env.reward.memory
+                    getattr(self, k)[i] = state[k]
 
     def _ids(self, env_id) -> np.ndarray:
         return np.arange(self.k) if env_id is None else np.atleast_1d(np.asarray(env_id, dtype=np.int64))
 
     def _reset_copy(self, i: int) -> None:
+        self.past_hist[i] = carry_over(self.past_hist[i], self.team_hist[i], self.env.reward_memory)
         self.t[i] = 0
         self.team_hist[i] = 0
         self.own_hist[i] = 0

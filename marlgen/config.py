@@ -169,6 +169,10 @@ class RewardConfig:
     entropy: float = 1.0  # weight of the entropy gain of the team's mode histogram (/ log n_modes)
     quality: float = 0.1  # weight of the fraction of an agent's samples the critic accepted
     credit: str = "difference"  # shared | difference | individual (see marlgen.rewards)
+    # 0: each episode's reward histogram starts empty. n > 0: it starts from the last episode's, scaled
+    # down to at most n samples, so a sample's entropy gain is about -log of its mode's share over
+    # recent episodes, the gradient of the long-run class KL (stacked digits: docs/images.md).
+    memory: int = 0
 
 
 @dataclass
@@ -307,7 +311,8 @@ POSITIVE = (
 ).split()
 NON_NEGATIVE = (
     "model.kl_weight env.latent_spread env.reward.coverage env.reward.entropy env.reward.quality "
-    "env.critic.false_accept_cost env.critic.false_reject_cost train.checkpoint_every modes.classifier.shift "
+    "env.reward.memory env.critic.false_accept_cost env.critic.false_reject_cost train.checkpoint_every "
+    "modes.classifier.shift "
     "env.critic.disc_warmup_steps seed "
     "model.curve_every model.guided.reward_weight model.guided.region_spread model.guided.specialisation "
     "model.guided.consolidate"

@@ -43,7 +43,7 @@ from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 from scipy.stats import norm, qmc
 
-from marlgen.ledger import SCORE_BINS, observe, settle
+from marlgen.ledger import SCORE_BINS, carry_over, observe, settle
 from marlgen.rewards import CREDITS, critic_rewards
 
 
@@ -112,6 +112,8 @@ class CoverageEnv(ParallelEnv):
         )
         self.costs = (float(costs.false_accept_cost), float(costs.false_reject_cost))
         self.budget = int(env_cfg.episode_budget)
+        self.reward_memory = int(rw.memory)  # samples of earlier episodes the rewards count
+        self.past_hist = np.zeros(self.n_modes, dtype=np.int64)
         # observe's histogram scale: 1.0 is a fair share per mode; 0 blinds the generators to them.
         self.hist_scale = self.n_modes / self.budget if env_cfg.observe_histograms else 0.0
         self.anchor_range = float(env_cfg.anchor_range)
@@ -131,6 +133,8 @@ class CoverageEnv(ParallelEnv):
         if seed is not None:
             self.np_random, _ = seeding.np_random(seed)
         self.agents = list(self.possible_agents)
+        if getattr(self, "team_hist", None) is not None:  # the episode just ended (or cut short)
+            self.past_hist = carry_over(self.past_hist, self.team_hist, self.reward_memory)
         self.t = 0
         self.team_hist = np.zeros(self.n_modes, dtype=np.int64)
         self.own_hist = np.zeros((self.n_gen, self.n_modes), dtype=np.int64)
@@ -152,7 +156,13 @@ class CoverageEnv(ParallelEnv):
         modes = self.assigner(x)  # (N*m,)
         bars = np.array([self._bar(actions["critic"])])
         accepted, gen_rewards, fraction, score_hist, step_accepted = settle(
-            scores[None], bars, modes[None], self.team_hist[None], self.own_hist[None], *self.terms
+            scores[None],
+            bars,
+            modes[None],
+            self.team_hist[None],
+            self.own_hist[None],
+            self.past_hist[None],
+            *self.terms,
         )  # one env copy; its histograms move in place
         crit_reward = critic_rewards(accepted, modes[None], *self.costs)[0]
         if self.learn_judge:
@@ -177,7 +187,7 @@ class CoverageEnv(ParallelEnv):
     # What a step reads and changes: a checkpoint carries these to continue an episode in flight.
     # (``last`` is for evaluation code and is left out: it can be large and steps never read it.)
     STATE = ("np_random", "agents", "t", "team_hist", "own_hist", "own_accepted", "score_hist",
-             "step_accepted")  # fmt: skip
+             "step_accepted", "past_hist")  # fmt: skip
 
     def get_state(self) -> dict:
         """Everything the next step depends on, the learning judge's weights included (checkpoints)."""

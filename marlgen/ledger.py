@@ -20,16 +20,17 @@ _EDGES = np.linspace(0.0, 1.0, SCORE_BINS + 1)  # np.histogram's bin edges over 
 
 
 @compiled
-def settle(scores, bars, modes, team_hist, own_hist, m, credit, coverage, entropy, quality):
+def settle(scores, bars, modes, team_hist, own_hist, past_hist, m, credit, coverage, entropy, quality):
     """One step of K env copies, agent by agent in blocks of m samples.
 
     scores (K, n) in [0, 1], bars (K,), modes (K, n) int64 (-1: no mode); team_hist (K, M) and
-    own_hist (K, N, M) int64 are updated in place. ``credit`` indexes rewards.CREDITS; the rest are
-    the reward weights. Returns accepted (K, n) bool, the generators' rewards (K, N), each agent's
-    accepted fraction (K, N), the score histograms (K, SCORE_BINS) and each copy's accepted fraction
-    (K,). The critic's reward is rewards.critic_rewards, called apart: compiled into this function,
-    LLVM's arithmetic differed from numpy's in the last bit, and trajectories would no longer match
-    earlier versions of marlgen to the bit.
+    own_hist (K, N, M) int64 are updated in place; the rewards count past_hist (K, M), the earlier
+    episodes' samples ``env.reward.memory`` keeps, on top of team_hist. ``credit`` indexes
+    rewards.CREDITS; the rest are the reward weights. Returns accepted (K, n) bool, the generators'
+    rewards (K, N), each agent's accepted fraction (K, N), the score histograms (K, SCORE_BINS) and
+    each copy's accepted fraction (K,). The critic's reward is rewards.critic_rewards, called apart:
+    compiled into this function, LLVM's arithmetic differed from numpy's in the last bit, and
+    trajectories would no longer match earlier versions of marlgen to the bit.
     """
     k, n = scores.shape
     n_agents, n_modes = n // m, team_hist.shape[1]
@@ -45,7 +46,7 @@ def settle(scores, bars, modes, team_hist, own_hist, m, credit, coverage, entrop
                 if modes[c, i] >= 0:
                     counts[c, i // m, modes[c, i]] += 1
 
-    gains = team_gains(team_hist, own_hist, counts, credit, coverage, entropy)
+    gains = team_gains(team_hist + past_hist, own_hist, counts, credit, coverage, entropy)
     rewards = np.empty((k, n_agents))
     fraction = np.empty((k, n_agents))
     step_accepted = np.empty(k)
@@ -58,6 +59,19 @@ def settle(scores, bars, modes, team_hist, own_hist, m, credit, coverage, entrop
                 team_hist[c, j] += counts[c, a, j]
                 own_hist[c, a, j] += counts[c, a, j]
     return accepted, rewards, fraction, score_histograms(scores), step_accepted
+
+
+def carry_over(past_hist: np.ndarray, team_hist: np.ndarray, memory: int) -> np.ndarray:
+    """The earlier episodes' histogram the next episode's rewards count on top of its own
+    (``env.reward.memory``): none for 0, else the past one plus the episode just finished, scaled
+    down to at most ``memory`` samples (rounded to the nearest count)."""
+    if memory == 0:
+        return np.zeros_like(past_hist)
+    merged = past_hist + team_hist
+    total = int(merged.sum())
+    if total <= memory:
+        return merged
+    return np.rint(merged * (memory / total)).astype(merged.dtype)
 
 
 @compiled

@@ -32,6 +32,14 @@ def ring8(cache_dir):
     return cfg, build_parts(cfg, progress=False)
 
 
+@pytest.fixture(scope="session")
+def ring8_in_modes(cache_dir):
+    """ring8 with narrow modes (data.std=0.1), where the 300-step model's samples land in them, so
+    counts, histograms and rewards are not all zeros."""
+    cfg = quick_config(ROOT / "scenarios/gmm_ring8.yaml", cache_dir, "data.std=0.1")
+    return cfg, build_parts(cfg, progress=False)
+
+
 # Short ring-8 runs through the CLI (tests/test_resume.py, tests/test_bad_input.py).
 # data.std=0.1: the 300-step model's samples land in the modes, so the figures are not all zeros.
 SHORT_RUN = [

@@ -70,6 +70,11 @@ def test_batched_copies_blind_to_histograms(ring8):
     compare(cfg, parts, observe_histograms=False, episode_budget=16)
 
 
+def test_batched_copies_remember_earlier_episodes_as_a_lone_env_does(ring8_in_modes):
+    cfg, parts = ring8_in_modes
+    compare(cfg, parts, reward={"memory": 20}, episode_budget=16)  # 12 steps: several episodes
+
+
 def test_batched_copies_with_a_learning_judge(cache_dir):
     cfg = quick_config(ROOT / "scenarios/gmm_ring8.yaml", cache_dir, "env.critic.judge=discriminator")
     parts = build_parts(cfg, progress=False)

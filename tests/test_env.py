@@ -96,3 +96,26 @@ def test_blind_to_histograms_zeros_them_and_nothing_else(ring8):
             assert not obs_b[agent][: 2 * m].any()
             np.testing.assert_array_equal(obs_a[agent][2 * m :], obs_b[agent][2 * m :])
         np.testing.assert_array_equal(obs_a["critic"], obs_b["critic"])
+
+
+def test_reward_memory_changes_later_rewards_and_nothing_else(ring8_in_modes):
+    cfg, parts = ring8_in_modes
+    envs = make_env(cfg, parts), make_env(cfg, parts, reward={"memory": 100})  # alone, remembering
+    rng = np.random.default_rng(0)
+    rewards = ([], [])
+    for episode in range(2):
+        for env in envs:
+            env.reset(seed=episode)
+        while envs[0].agents:
+            actions = {a: int(rng.integers(envs[0].action_space(a).n)) for a in envs[0].generators}
+            actions["critic"] = int(np.argmin(envs[0].bars))  # accept everything: every sample counts
+            (obs_a, rew_a, *_), (obs_b, rew_b, *_) = (env.step(actions) for env in envs)
+            rewards[0].append([rew_a[a] for a in envs[0].generators])
+            rewards[1].append([rew_b[a] for a in envs[1].generators])
+            np.testing.assert_array_equal(envs[0].team_hist, envs[1].team_hist)  # the episode's own
+            for agent in obs_a:
+                np.testing.assert_array_equal(obs_a[agent], obs_b[agent])
+    first = envs[0].n_steps
+    assert rewards[0][:first] == rewards[1][:first]
+    assert rewards[0][first:] != rewards[1][first:]  # the second episode's rewards count the first's samples
+    assert envs[1].past_hist.sum() > 0 and envs[0].past_hist.sum() == 0

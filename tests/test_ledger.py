@@ -5,7 +5,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from marlgen.config import RewardConfig
-from marlgen.ledger import SCORE_BINS, observe, score_histograms, settle
+from marlgen.ledger import SCORE_BINS, carry_over, observe, score_histograms, settle
 from marlgen.rewards import CREDITS, generator_rewards
 
 
@@ -21,8 +21,9 @@ def test_settle_counts_only_accepted_samples_with_a_mode_and_moves_the_histogram
     expect = generator_rewards(team.copy(), own.copy(), counts, np.array([[2, 2], [3, 3]]) / 3, cfg)
 
     accepted, rewards, fraction, score_hist, step_accepted = settle(
-        scores, bars, modes, team, own, 3, CREDITS.index(cfg.credit), cfg.coverage, cfg.entropy, cfg.quality
-    )
+        scores, bars, modes, team, own, np.zeros_like(team), 3, CREDITS.index(cfg.credit), cfg.coverage,
+        cfg.entropy, cfg.quality,
+    )  # fmt: skip
     np.testing.assert_array_equal(accepted, scores >= bars[:, None])
     np.testing.assert_array_equal(rewards, expect)
     np.testing.assert_array_equal(fraction, [[2 / 3, 2 / 3], [1.0, 1.0]])
@@ -31,6 +32,28 @@ def test_settle_counts_only_accepted_samples_with_a_mode_and_moves_the_histogram
     np.testing.assert_array_equal(own[0], [[1, 0, 0, 0], [0, 0, 2, 0]])
     np.testing.assert_array_equal(own[1], [[0, 0, 0, 8], [0, 0, 0, 0]])
     assert score_hist.shape == (2, SCORE_BINS) and score_hist[1, 5] == 1.0
+
+
+def test_rewards_count_the_remembered_episodes_but_the_histograms_move_alone():
+    # one copy, one agent x 2 samples, 3 modes; earlier episodes delivered mode 0 nine times
+    scores, bars, modes = np.full((1, 2), 0.9), np.array([0.5]), np.array([[0, 1]])
+    team, own, past = np.zeros((1, 3), np.int64), np.zeros((1, 1, 3), np.int64), np.array([[9, 0, 0]])
+    cfg = OmegaConf.structured(RewardConfig(credit="shared", quality=0.0))
+    terms = (2, CREDITS.index(cfg.credit), cfg.coverage, cfg.entropy, cfg.quality)
+    _, rewards, *_ = settle(scores, bars, modes, team, own, past, *terms)
+    counts = np.array([[[1, 1, 0]]])
+    np.testing.assert_array_equal(rewards, generator_rewards(past, own * 0, counts, np.ones((1, 1)), cfg))
+    np.testing.assert_array_equal(team, [[1, 1, 0]])  # the episode's own histogram: the past is not in it
+    _, alone, *_ = settle(scores, bars, modes, np.zeros_like(team), own * 0, np.zeros_like(past), *terms)
+    assert alone[0, 0] > rewards[0, 0]  # mode 0 is common once the memory counts
+
+
+def test_carry_over_keeps_at_most_memory_samples():
+    past, episode = np.array([6, 0, 2]), np.array([2, 2, 0])
+    np.testing.assert_array_equal(carry_over(past, episode, 0), [0, 0, 0])  # off: every episode alone
+    np.testing.assert_array_equal(carry_over(past, episode, 20), [8, 2, 2])  # under the cap: all kept
+    np.testing.assert_array_equal(carry_over(past, episode, 6), [4, 1, 1])  # 12 samples scaled to 6
+    assert carry_over(past, episode, 6).dtype == past.dtype
 
 
 def test_observe_lays_out_every_agents_row():
@@ -49,7 +72,7 @@ def test_observe_lays_out_every_agents_row():
 def test_settle_rejects_scores_outside_the_unit_interval():
     args = (np.array([[0.5, 1.5]]), np.array([0.1]), np.zeros((1, 2), np.int64), np.zeros((1, 1), np.int64))
     with pytest.raises(ValueError, match="outside"):
-        settle(*args, np.zeros((1, 1, 1), np.int64), 2, 0, 1.0, 1.0, 0.1)
+        settle(*args, np.zeros((1, 1, 1), np.int64), np.zeros((1, 1), np.int64), 2, 0, 1.0, 1.0, 0.1)
 
 
 def test_score_histograms_bin_as_np_histogram():
@@ -71,6 +94,6 @@ def test_kernels_compile_while_tianshous_helpers_stay_python():
     if not numba.config.DISABLE_JIT:
         pytest.skip("NUMBA_DISABLE_JIT=0 was set before import marlgen: everything compiles")
     settle(np.full((1, 2), 0.5), np.array([0.1]), np.zeros((1, 2), np.int64), np.zeros((1, 1), np.int64),
-           np.zeros((1, 1, 1), np.int64), 2, 0, 1.0, 1.0, 0.1)  # fmt: skip
+           np.zeros((1, 1, 1), np.int64), np.zeros((1, 1), np.int64), 2, 0, 1.0, 1.0, 0.1)  # fmt: skip
     assert settle.signatures and settle.nopython_signatures  # machine code, not the Python function
     assert not isinstance(manager._prev_index, numba.core.dispatcher.Dispatcher)
