@@ -245,6 +245,9 @@ def fit(cfg, parts: Parts, team: Team, venv, roles: list[str], schedule: Schedul
     eval_env_fn = functools.partial(make_env, cfg, parts)  # judges do not learn while evaluated
     n_modes = parts.assigner.n_modes
     weights = {"coverage": cfg.env.reward.coverage, "entropy": cfg.env.reward.entropy}
+    # What picks the best epoch: the objective the rewards optimise. Episode by episode when each starts
+    # empty; over the held-out episodes pooled when the rewards remember earlier ones (env.reward.memory).
+    selected_by = "pooled_objective" if cfg.env.reward.memory > 0 else "episode_objective"
     trainer.reset(reset_collectors=False)
     first = 1
     if saved is not None:  # last: building the team above drew from the global RNGs
@@ -271,8 +274,9 @@ def fit(cfg, parts: Parts, team: Team, venv, roles: list[str], schedule: Schedul
             "seconds": round(time.perf_counter() - start, 2),
             "training_seconds": round(training_seconds, 2),  # collect and update only, no evaluation
             "episode_modes_covered": float(np.mean(modes_covered(histograms))),
-            # The team objective (coverage + evenness) per episode: what selects the best epoch.
+            # The team objective (coverage + evenness) per episode, and of every episode's samples pooled.
             "episode_objective": float(np.mean([objective(h, **weights) for h in histograms])),
+            "pooled_objective": float(objective(np.sum(histograms, axis=0), **weights)),
         }
         history.append(row)
         writer.add_scalar("eval/episode_modes_covered", row["episode_modes_covered"], row["env_steps"])
@@ -280,8 +284,8 @@ def fit(cfg, parts: Parts, team: Team, venv, roles: list[str], schedule: Schedul
             f"epoch {epoch}/{cfg.train.epochs}: {row['env_steps']} agent steps, "
             f"{row['episode_modes_covered']:.2f}/{n_modes} modes per episode, {row['seconds']:.0f} s"
         )
-        if row["episode_objective"] > best["score"]:
-            best = {"score": row["episode_objective"], "roles": role_states(algorithm, roles)}
+        if row[selected_by] > best["score"]:
+            best = {"score": row[selected_by], "roles": role_states(algorithm, roles)}
             row["best"] = True
         if state_venv is not None and (epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs):
             checkpoint.save(checkpoint_path, cfg, training, epoch, history, best)
@@ -294,7 +298,7 @@ def fit(cfg, parts: Parts, team: Team, venv, roles: list[str], schedule: Schedul
         algorithm.get_algorithm(role).load_state_dict(copy.copy(state))
     result.states = role_states(algorithm, roles)
     save_checkpoint(run_dir / "checkpoints" / "best.pt", algorithm, roles, 0, 0)
-    best_row = max(history, key=lambda row: row["episode_objective"])
+    best_row = max(history, key=lambda row: row.get(selected_by, -np.inf))  # rows resumed from before the key
     log(f"evaluating epoch {best_row['epoch']}'s policy, the best on held-out episodes")
     writer.close()
     return result

@@ -115,3 +115,26 @@ def test_same_seed_same_metrics(tmp_path, cache_dir, agent, actions):
         for key, tensor in state.items():
             if torch.is_tensor(tensor):
                 assert torch.equal(tensor, runs[1][1][role][key]), f"{role}.{key}"
+
+
+def test_a_remembering_reward_picks_the_epoch_by_the_pooled_objective(tmp_path, cache_dir):
+    """With env.reward.memory the rewards optimise the held-out episodes' pooled histogram, so that is
+    what picks the evaluated epoch."""
+    from marlgen.build import build_parts
+    from marlgen.config import load_scenario
+    from marlgen.train import train
+    from tests.conftest import RING8, SHORT_RUN
+
+    overrides = [
+        "env.reward.memory=64",
+        "train.epochs=4",
+        "train.steps_per_epoch=200",
+        f"cache_dir={cache_dir}",
+    ]
+    cfg = load_scenario(RING8, [*SHORT_RUN, *overrides])
+    logs: list[str] = []
+    history = train(cfg, build_parts(cfg, progress=False), tmp_path, progress=False, log=logs.append).history
+    best = max(history, key=lambda row: row["pooled_objective"])["epoch"]
+    assert f"evaluating epoch {best}'s policy, the best on held-out episodes" in logs
+    episode_best = max(history, key=lambda row: row["episode_objective"])["epoch"]
+    assert best != episode_best  # on this run the two objectives pick different epochs
