@@ -169,9 +169,9 @@ class RewardConfig:
     entropy: float = 1.0  # weight of the entropy gain of the team's mode histogram (/ log n_modes)
     quality: float = 0.1  # weight of the fraction of an agent's samples the critic accepted
     credit: str = "difference"  # shared | difference | individual (see marlgen.rewards)
-    # 0: each episode's reward histogram starts empty. n > 0: it starts from the last episode's, scaled
-    # down to at most n samples, so a sample's entropy gain is about -log of its mode's share over
-    # recent episodes, the gradient of the long-run class KL (stacked digits: docs/images.md).
+    # 0: each episode's rewards count its own samples only. n > 0: they also count up to n samples of
+    # earlier episodes, so a sample's entropy gain is about -log of its mode's share over recent
+    # episodes, the gradient of the long-run class KL (stacked digits: docs/images.md).
     memory: int = 0
 
 

@@ -17,9 +17,11 @@ still cost their decode). The mode assigner maps samples to modes, -1 for none.
 
 **Rewards.** Generators: the team objective's gain credited per ``reward.credit`` plus
 ``reward.quality`` times the accepted fraction of their own samples (formulas in
-``marlgen.rewards``). Critic: the mean over the step's samples of +1 for accepting a good one
-(mode >= 0), ``-false_accept_cost`` for accepting a bad one, ``-false_reject_cost`` for
-rejecting a good one.
+``marlgen.rewards``). With ``reward.memory`` n > 0 the objective's histogram also holds up to n
+samples of earlier episodes (``marlgen.ledger.carry_over``), carried from one ``reset`` to the next;
+the observed histograms stay the episode's own. Critic: the mean over the step's samples of +1
+for accepting a good one (mode >= 0), ``-false_accept_cost`` for accepting a bad one,
+``-false_reject_cost`` for rejecting a good one.
 
 Histograms in observations are scaled so 1.0 is a fair share (``budget / M`` samples per mode),
 or are zeros with ``observe_histograms: false``.
