@@ -89,15 +89,20 @@ def write_report(
     lines += ["", "## Wall time", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {stage} | {sec:.1f} |" for stage, sec in timings.items()]
     if history:
+        # Each epoch that beat every earlier one on held-out episodes is marked best: the last is evaluated.
+        evaluated = max((h["epoch"] for h in history if h.get("best")), default=None)
+        said = f"The team evaluated above is epoch {evaluated}'s policy, the best on held-out episodes."
         lines += [
             "",
             "## Training",
             "",
-            "| epoch | agent steps | modes per episode | seconds |",
-            "|---|---|---|---|",
+            *([said, ""] if evaluated is not None else []),
+            "| epoch | agent steps | modes per episode | seconds | evaluated |",
+            "|---|---|---|---|---|",
         ]
         lines += [
-            f"| {h['epoch']} | {h['env_steps']} | {h['episode_modes_covered']:.2f} | {h['seconds']:.0f} |"
+            f"| {h['epoch']} | {h['env_steps']} | {h['episode_modes_covered']:.2f} | {h['seconds']:.0f} | "
+            f"{'yes' if h['epoch'] == evaluated else ''} |"
             for h in history
         ]
     pictures = ["samples.png"] if images is None else images.get("pictures", [])[:2]

@@ -1,6 +1,7 @@
 """End to end through `python -m marlgen.run`, one short run per algorithm: what it leaves behind."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -44,13 +45,16 @@ def test_short_run_writes_a_complete_run_directory(tmp_path, cache_dir, agent, c
     assert metrics["prior"]["delivered"] == 400  # the prior has no critic: all decodes delivered
     report = (out / "report.md").read_text()
     assert "| team |" in report and "| prior |" in report and "| random |" in report
+    printed = capsys.readouterr().out
+    evaluated = re.search(r"The team evaluated above is epoch (\d+)'s policy", report).group(1)
+    assert f"evaluating epoch {evaluated}'s policy" in printed  # the report names the epoch that ran
     assert (out / "samples.png").stat().st_size > 10_000
     assert (out / "learning_curve.png").stat().st_size > 10_000
     assert yaml.safe_load((out / "config.yaml").read_text())["agents"]["generator"]["algorithm"] == agent
     assert "torch" in json.loads((out / "versions.json").read_text())
     assert (out / "checkpoints" / "policy.pt").is_file()
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
-    assert f"run complete: {out}" in capsys.readouterr().out
+    assert f"run complete: {out}" in printed
 
 
 def test_continuous_actions_run(tmp_path, cache_dir):
