@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 from marlgen import metrics  # noqa: E402
 from marlgen.build import build_parts, make_env  # noqa: E402
 from marlgen.config import load_scenario  # noqa: E402
+from marlgen.evaluate import modes_covered  # noqa: E402
 
 
 def anchor_class_distributions(
@@ -59,13 +60,13 @@ def episode_modes(
     """Modes covered in each of ``episodes`` small-budget episodes drawn as the team draws them: one
     anchor per agent step, ``samples_per_agent`` jittered decodes around it."""
     per_choice = int(env.cfg.samples_per_agent)
-    covered = []
+    histograms = []
     for _ in range(episodes):
         chosen = anchors[rng.choice(len(anchors), -(-samples // per_choice), p=weights)]
         centres = np.repeat(chosen, per_choice, axis=0)[:samples]
         modes = assigner(env.decode(centres + spread * rng.standard_normal(centres.shape)))
-        covered.append(len(np.unique(modes[modes >= 0])))
-    return covered
+        histograms.append(metrics.mode_histogram(modes, assigner.n_modes))
+    return modes_covered(histograms)
 
 
 def best_weights(p: np.ndarray, steps: int = 3000, step_size: float = 0.5) -> np.ndarray:
@@ -106,13 +107,16 @@ def main(argv=None) -> None:
         classes, modes = assigner.classes(x), assigner(x)
         pr = metrics.prdc(real_features, assigner.features(x), k_pr=3, k_dc=int(cfg.eval.knn_k))
         kl = metrics.class_histogram_kl(classes, n_modes)
-        covered = len(np.unique(modes[modes >= 0]))
+        (covered,) = modes_covered([metrics.mode_histogram(modes, n_modes)])
         return f"{kl:.3f} | {pr['precision']:.3f} | {pr['recall']:.3f} | {covered}"
 
-    prior_episodes = (
-        assigner(env.decode(episode_rng.standard_normal((small, env.latent_dim)))) for _ in range(episodes)
-    )
-    prior_small = np.mean([len(np.unique(m[m >= 0])) for m in prior_episodes])
+    prior_episodes = [
+        metrics.mode_histogram(
+            assigner(env.decode(episode_rng.standard_normal((small, env.latent_dim)))), n_modes
+        )
+        for _ in range(episodes)
+    ]
+    prior_small = np.mean(modes_covered(prior_episodes))
     prior = env.decode(rng.standard_normal((budget, env.latent_dim)))
     rows = [f"| prior | | {figures(prior)} | {prior_small:.1f} |"]
     for setting in args.settings:

@@ -116,6 +116,7 @@ class CoverageEnv(ParallelEnv):
         self.budget = int(env_cfg.episode_budget)
         self.reward_memory = int(rw.memory)  # samples of earlier episodes the rewards count
         self.past_hist = np.zeros(self.n_modes, dtype=np.int64)
+        self.team_hist = np.zeros(self.n_modes, dtype=np.int64)  # reset carries it into past_hist
         # observe's histogram scale: 1.0 is a fair share per mode; 0 blinds the generators to them.
         self.hist_scale = self.n_modes / self.budget if env_cfg.observe_histograms else 0.0
         self.anchor_range = float(env_cfg.anchor_range)
@@ -135,8 +136,9 @@ class CoverageEnv(ParallelEnv):
         if seed is not None:
             self.np_random, _ = seeding.np_random(seed)
         self.agents = list(self.possible_agents)
-        if getattr(self, "team_hist", None) is not None:  # the episode just ended (or cut short)
-            self.past_hist = carry_over(self.past_hist, self.team_hist, self.reward_memory)
+        self.past_hist = carry_over(
+            self.past_hist, self.team_hist, self.reward_memory
+        )  # the episode that ended
         self.t = 0
         self.team_hist = np.zeros(self.n_modes, dtype=np.int64)
         self.own_hist = np.zeros((self.n_gen, self.n_modes), dtype=np.int64)
