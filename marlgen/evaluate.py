@@ -220,7 +220,8 @@ def real_reference(cfg, parts) -> dict:
     modes = parts.assigner(test)
     rollout = Rollout(test, modes, np.ones(len(test), bool), np.full(len(test), -1))
     real = parts.dataset.samples[: cfg.eval.budget]
-    return figures(rollout, real, parts.assigner.n_modes, cfg.eval.knn_k, None, parts.assigner)
+    out = figures(rollout, real, parts.assigner.n_modes, cfg.eval.knn_k, None, parts.assigner)
+    return {**out, "n_images": len(test)}  # fewer than eval.budget when the test split is smaller
 
 
 def image_summary(cfg, parts) -> dict:

@@ -154,8 +154,17 @@ def image_section(cfg, results: dict, images: dict) -> list[str]:
         "| method | " + " | ".join(name for name, _ in IMAGE_COLUMNS) + " |",
         "|---" * (len(IMAGE_COLUMNS) + 1) + "|",
     ]
-    rows = {**results, "real (held-out)": images["real_held_out"]}
+    real = images["real_held_out"]
+    n_real, budget = real.get("n_images"), cfg.eval.budget
+    rows = {**results, "real (held-out)" + (f", {n_real} images" if n_real else ""): real}
     lines += [f"| {m} | " + " | ".join(fmt(r) for _, fmt in IMAGE_COLUMNS) + " |" for m, r in rows.items()]
+    if n_real and n_real < budget:
+        lines += [
+            "",
+            f"The real row has only {n_real} images against the methods' {budget} samples: with"
+            f" {images['n_modes']} modes its modes covered and class KL reflect that smaller sample"
+            " (a uniform draw of so few leaves modes empty), not a level a method should reach.",
+        ]
     lines += [
         "",
         "Pictures: `grids.png` (prior | team, one row per generator, labelled with its commonest classes),"
