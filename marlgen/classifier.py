@@ -41,7 +41,7 @@ class MaxPool2x2(nn.Module):
     On this CPU torch's pooling kernel took longer than the conv before it: 2.4 ms of a 3.4 ms
     forward of 256 digits, more than the DCGAN decoder that made them. Viewed as rows of two image
     rows each, the pool is the max of the two halves of each row, then of each pair of neighbours:
-    three times faster than the max of four strided views this replaced (docs/performance.md, 1.2).
+    three times faster than the max of four strided views this replaced (docs/performance.md, 1.3).
     """
 
     def forward(self, x: Tensor) -> Tensor:  # (..., H, W) -> (..., H // 2, W // 2), floored as MaxPool2d
