@@ -124,6 +124,9 @@ class GuidedConfig:
     # of labelled real samples must see them as the mode the region stands for, the mode its anchor
     # delivered or a vacancy's lost mode).
     specialise_to: str = "region"
+    # Which regions the specialisation term pulls in the generator's loss: all, or only the vacancies
+    # (the lost modes' regions), so the regions on modes the model already makes are left to the GAN loss.
+    specialise_regions: str = "all"
 
 
 @dataclass
@@ -293,6 +296,7 @@ CHOICES = {
     "model.guided.team_actions": ("greedy", "sample"),
     "model.guided.regions": ("all", "per_mode"),
     "model.guided.specialise_to": ("region", "mode"),
+    "model.guided.specialise_regions": ("all", "vacancies"),
     "eval.actions": ("sample", "greedy"),
 }
 POSITIVE = (

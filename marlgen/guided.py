@@ -325,20 +325,24 @@ class GuidedUpdater:
             if plan.region_modes is None or len(plan.region_modes) != len(plan.regions):
                 raise ValueError("specialise_to=mode needs the plan's region_modes, one per region")
             targets = torch.as_tensor(plan.region_modes)
+        pulled = None  # specialise_regions=vacancies: the regions the specialisation term acts on
+        if self.gcfg.specialise_regions == "vacancies":
+            pulled = torch.arange(len(regions)) >= len(regions) - plan.n_vacancies  # vacancies come last
         self.model.train()  # batch norm (conv GANs) trains on batch statistics, as in pretraining
         self.model.requires_grad_(True)
         losses: dict[str, float] = {}
         try:
             for _ in range(n_updates):
-                losses = self.step(draw, regions, prior_only, targets)
+                losses = self.step(draw, regions, prior_only, targets, pulled)
         finally:
             self.model.eval()
             self.model.requires_grad_(False)
         return losses
 
-    def step(self, draw: Tensor, regions: Tensor, prior_only: bool = False, targets: Tensor | None = None
-             ) -> dict[str, float]:  # fmt: skip
-        """One update. ``targets`` (specialise_to=mode): the mode each region stands for."""
+    def step(self, draw: Tensor, regions: Tensor, prior_only: bool = False, targets: Tensor | None = None,
+             pulled: Tensor | None = None) -> dict[str, float]:  # fmt: skip
+        """One update. ``targets`` (specialise_to=mode): the mode each region stands for; ``pulled``
+        (R,) bool: the regions the specialisation term acts on (None: all)."""
         model, g, b = self.model, self.generator, self.batch_size
         real_idx = torch.multinomial(draw, b, replacement=True, generator=g)  # (B,)
         real = self.real[real_idx]  # (B, *data_shape)
@@ -376,7 +380,16 @@ class GuidedUpdater:
         logits_gen = model.discriminate(fake)  # (B + R,) non-saturating: prior and region samples alike
         loss_g = bce(logits_gen, torch.ones_like(logits_gen))
         out = {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
-        if spec:
+        if spec and pulled is not None:  # only the pulled regions' samples, each weighted as in the mean
+            sel = pulled[pick]
+            loss_spec = (
+                F.cross_entropy(self.head(fake[b:][sel]), label[sel], reduction="sum") / n_reg
+                if bool(sel.any())
+                else torch.zeros(())
+            )
+            loss_g = loss_g + self.gcfg.specialisation * loss_spec
+            out["loss_spec"] = loss_spec.item()
+        elif spec:
             loss_spec = F.cross_entropy(self.head(fake[b:]), label)
             loss_g = loss_g + self.gcfg.specialisation * loss_spec
             out["loss_spec"] = loss_spec.item()

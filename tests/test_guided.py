@@ -476,3 +476,28 @@ def test_mode_specialisation_pulls_a_region_onto_its_mode():
         updater.run(1, RoundPlan(np.array([0, 1]), 0, np.ones(2, bool), np.ones(2), np.ones(2)))
     with pytest.raises(ConfigError, match="specialise_to"):
         load_scenario(GUIDED, ["model.guided.specialise_to=anchor"])
+
+
+def test_specialising_vacancies_only_leaves_the_other_regions_to_the_gan_loss():
+    """specialise_regions=vacancies: only the lost modes' regions (the plan's last n_vacancies) are pulled."""
+    torch.manual_seed(0)
+    model = MLPGAN((2,), latent_dim=2, hidden=32, depth=2)
+    model.requires_grad_(False)
+    real = np.concatenate([np.full((200, 2), -2.0), np.full((200, 2), 2.0)]).astype(np.float32)
+    anchors = np.array([[-1.0, 0.0], [1.0, 0.0]], np.float32)
+    cfg = GuidedConfig(region_fraction=1.0, region_spread=0.05, specialisation=1.0, specialise_to="mode",
+                       specialise_regions="vacancies")  # fmt: skip
+    updater = GuidedUpdater(model, real, np.repeat([0, 1], 200), anchors, cfg, ModelConfig(batch_size=64), 0)
+
+    def plan(n_vacancies):
+        return RoundPlan(np.array([0, 1]), n_vacancies, np.ones(2, bool), np.ones(2), np.ones(2),
+                         region_modes=np.array([1, 0]))  # fmt: skip
+
+    assert updater.run(1, plan(0))["loss_spec"] == 0.0  # no vacancy: nothing is pulled
+    assert updater.run(1, plan(1))["loss_spec"] > 0.0
+    updater.run(400, plan(1))  # region 1 (anchor 1) is the vacancy, standing for mode 0
+    with torch.no_grad():
+        out = model.decode(torch.as_tensor(anchors))
+    assert out[1, 0] < 0  # pulled onto mode 0 (-2)
+    with pytest.raises(ConfigError, match="specialise_regions"):
+        load_scenario(GUIDED, ["model.guided.specialise_regions=some"])
