@@ -136,9 +136,8 @@ class CoverageEnv(ParallelEnv):
         if seed is not None:
             self.np_random, _ = seeding.np_random(seed)
         self.agents = list(self.possible_agents)
-        self.past_hist = carry_over(
-            self.past_hist, self.team_hist, self.reward_memory
-        )  # the episode that ended
+        # The episode that just ended (or was cut short) joins the rewards' memory of earlier ones.
+        self.past_hist = carry_over(self.past_hist, self.team_hist, self.reward_memory)
         self.t = 0
         self.team_hist = np.zeros(self.n_modes, dtype=np.int64)
         self.own_hist = np.zeros((self.n_gen, self.n_modes), dtype=np.int64)

@@ -214,6 +214,11 @@ def image_figures(samples: np.ndarray, real: np.ndarray, assigner) -> dict:
     return out
 
 
+def evaluated_epoch(history: list[dict]) -> int | None:
+    """The epoch training keeps for evaluation: the last one marked best (each beat every earlier one)."""
+    return max((row["epoch"] for row in history if row.get("best")), default=None)
+
+
 def real_reference(cfg, parts) -> dict:
     """Held-out real images scored like a method: what the classifier and the metrics make of real data."""
     test = parts.dataset.test_samples[: cfg.eval.budget]

@@ -380,17 +380,16 @@ class GuidedUpdater:
         logits_gen = model.discriminate(fake)  # (B + R,) non-saturating: prior and region samples alike
         loss_g = bce(logits_gen, torch.ones_like(logits_gen))
         out = {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
-        if spec and pulled is not None:  # only the pulled regions' samples, each weighted as in the mean
-            sel = pulled[pick]
-            loss_spec = (
-                F.cross_entropy(self.head(fake[b:][sel]), label[sel], reduction="sum") / n_reg
-                if bool(sel.any())
-                else torch.zeros(())
-            )
-            loss_g = loss_g + self.gcfg.specialisation * loss_spec
-            out["loss_spec"] = loss_spec.item()
-        elif spec:
-            loss_spec = F.cross_entropy(self.head(fake[b:]), label)
+        if spec:
+            if pulled is None:
+                loss_spec = F.cross_entropy(self.head(fake[b:]), label)
+            else:  # only the pulled regions' samples, each weighted as in the mean over all
+                sel = pulled[pick]
+                loss_spec = (
+                    F.cross_entropy(self.head(fake[b:][sel]), label[sel], reduction="sum") / n_reg
+                    if bool(sel.any())
+                    else torch.zeros(())
+                )
             loss_g = loss_g + self.gcfg.specialisation * loss_spec
             out["loss_spec"] = loss_spec.item()
         _update(self.optimizers["generator"], loss_g)

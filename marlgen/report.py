@@ -12,6 +12,8 @@ matplotlib.use("Agg")  # no screen on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from marlgen.evaluate import evaluated_epoch  # noqa: E402
+
 COLUMNS = [
     ("modes", lambda r: f"{r['modes_covered']}/{r['modes_total']}"),
     ("high quality", lambda r: _pct(r["high_quality_fraction"])),
@@ -89,8 +91,7 @@ def write_report(
     lines += ["", "## Wall time", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {stage} | {sec:.1f} |" for stage, sec in timings.items()]
     if history:
-        # Each epoch that beat every earlier one on held-out episodes is marked best: the last is evaluated.
-        evaluated = max((h["epoch"] for h in history if h.get("best")), default=None)
+        evaluated = evaluated_epoch(history)
         said = f"The team evaluated above is epoch {evaluated}'s policy, the best on held-out episodes."
         lines += [
             "",

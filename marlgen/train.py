@@ -29,7 +29,7 @@ from marlgen.batched import BatchedTeams
 from marlgen.buffers import SlotReplayBuffer
 from marlgen.build import Parts, make_env
 from marlgen.collect import SlotCollector
-from marlgen.evaluate import TeamActor, modes_covered, team_episodes
+from marlgen.evaluate import TeamActor, evaluated_epoch, modes_covered, team_episodes
 from marlgen.lockstep import LockstepVectorEnv, TeamEnv, use_lockstep_policy
 from marlgen.rewards import objective
 
@@ -298,8 +298,7 @@ def fit(cfg, parts: Parts, team: Team, venv, roles: list[str], schedule: Schedul
         algorithm.get_algorithm(role).load_state_dict(copy.copy(state))
     result.states = role_states(algorithm, roles)
     save_checkpoint(run_dir / "checkpoints" / "best.pt", algorithm, roles, 0, 0)
-    best_row = max(history, key=lambda row: row.get(selected_by, -np.inf))  # rows resumed from before the key
-    log(f"evaluating epoch {best_row['epoch']}'s policy, the best on held-out episodes")
+    log(f"evaluating epoch {evaluated_epoch(history)}'s policy, the best on held-out episodes")
     writer.close()
     return result
 
