@@ -127,6 +127,10 @@ class GuidedConfig:
     # Which regions the specialisation term pulls in the generator's loss: all, or only the vacancies
     # (the lost modes' regions), so the regions on modes the model already makes are left to the GAN loss.
     specialise_regions: str = "all"
+    # Each region (anchor, mode) a round names stays in every later round's plan, and later rounds add
+    # regions only for modes not yet held, on free anchors: the latent patch the model was taught for a mode
+    # is not handed to another mode or dropped when a sampled rollout happens to favour another anchor.
+    keep_regions: bool = False
 
 
 @dataclass

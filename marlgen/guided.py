@@ -229,6 +229,7 @@ def plan_from_team(
     n_modes,
     gcfg,
     reward_cfg,
+    previous: RoundPlan | None = None,
 ) -> RoundPlan:
     good = rollout.accepted & (rollout.modes >= 0)
     regions = np.unique(rollout.choice[good])
@@ -246,11 +247,21 @@ def plan_from_team(
         [np.bincount(rollout.modes[good & (rollout.choice == k)]).argmax() for k in regions], np.int64
     )  # the mode each region's anchor delivered most
     return _plan(
-        regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg, region_modes
+        regions,
+        covered,
+        histogram,
+        decoded,
+        decoded_modes,
+        centroids,
+        gcfg,
+        reward_cfg,
+        region_modes,
+        previous,
     )
 
 
-def plan_greedy(decoded_modes: np.ndarray, decoded, centroids, n_modes, episode_budget, gcfg, reward_cfg):
+def plan_greedy(decoded_modes: np.ndarray, decoded, centroids, n_modes, episode_budget, gcfg, reward_cfg,
+                previous: RoundPlan | None = None):  # fmt: skip
     """No agents: one anchor per mode some anchor decodes into (the one nearest the mode's centroid)."""
     flat = decoded.reshape(len(decoded), -1)
     regions = []
@@ -263,23 +274,52 @@ def plan_greedy(decoded_modes: np.ndarray, decoded, centroids, n_modes, episode_
     regions = np.asarray(regions, np.int64)
     region_modes = np.unique(decoded_modes[decoded_modes >= 0])  # one region per mode, in this order
     return _plan(
-        regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg, region_modes
+        regions,
+        covered,
+        histogram,
+        decoded,
+        decoded_modes,
+        centroids,
+        gcfg,
+        reward_cfg,
+        region_modes,
+        previous,
     )
 
 
+def kept_pairs(previous: RoundPlan, regions, region_modes) -> list[tuple[int, int]]:
+    """keep_regions: last round's (anchor, mode) pairs, then this round's for modes not yet held, on
+    anchors not yet taken, so the latent patch the model learnt for a mode stays that mode's."""
+    kept = list(zip(previous.regions.tolist(), previous.region_modes.tolist(), strict=True))
+    held, taken = {j for _, j in kept}, {k for k, _ in kept}
+    return kept + [
+        (k, j)
+        for k, j in zip(regions.tolist(), region_modes.tolist(), strict=True)
+        if j not in held and k not in taken
+    ]
+
+
 def _plan(regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg,
-          region_modes) -> RoundPlan:  # fmt: skip
-    uncovered = np.flatnonzero(~covered)
-    vacant = vacancy_pairs(decoded, decoded_modes, regions, uncovered, centroids) if gcfg.vacancies else []
+          region_modes, previous: RoundPlan | None = None) -> RoundPlan:  # fmt: skip
+    if previous is None:
+        pairs = list(zip(regions.tolist(), region_modes.tolist(), strict=True))
+    else:
+        pairs = kept_pairs(previous, regions, region_modes)
+    # Regions on modes nobody delivered this round count as vacancies, kept ones first, and come last.
+    delivered = [p for p in pairs if covered[p[1]]]
+    lost = [p for p in pairs if not covered[p[1]]]
+    held = {j for _, j in lost}
+    uncovered = np.asarray([j for j in np.flatnonzero(~covered) if j not in held], np.int64)
+    taken = np.asarray([k for k, _ in pairs], np.int64)
+    vacant = vacancy_pairs(decoded, decoded_modes, taken, uncovered, centroids) if gcfg.vacancies else []
+    pairs = delivered + lost + vacant
     return RoundPlan(
-        regions=np.concatenate([regions, np.asarray([k for k, _ in vacant], np.int64)]).astype(np.int64),
-        n_vacancies=len(vacant),
+        regions=np.asarray([k for k, _ in pairs], np.int64),
+        n_vacancies=len(lost) + len(vacant),
         covered=covered,
         histogram=np.asarray(histogram, np.float64),
         mode_weights=reward_weights(np.asarray(histogram, np.float64), reward_cfg, gcfg.reward_weight),
-        region_modes=np.concatenate([region_modes, np.asarray([j for _, j in vacant], np.int64)]).astype(
-            np.int64
-        ),
+        region_modes=np.asarray([j for _, j in pairs], np.int64),
     )
 
 
@@ -492,6 +532,7 @@ def guide(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
         {"round": 0, "updates": updates, **prior_figures(model, assigner, cfg.eval.budget, measure_seed)}
     ]
     team_states: dict = {}
+    plan = None  # the last round's, which keep_regions carries on
     base_gcfg = gcfg
     for r, n_updates in enumerate(round_sizes(cfg.model.train_steps - updates, gcfg.rounds), start=1):
         gcfg = updater.gcfg = round_config(base_gcfg, r)
@@ -510,8 +551,9 @@ def guide(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
             actor = trained.team.actor(gcfg.team_actions, seed=20_000 + 100 * r)
             rollout, histograms = steer(env, actor, cfg.eval.budget, seed=20_000 + 100 * r)
             plan = plan_from_team(
-                rollout, histograms, decoded, decoded_modes, centroids, assigner.n_modes, gcfg, cfg.env.reward
-            )
+                rollout, histograms, decoded, decoded_modes, centroids, assigner.n_modes, gcfg,
+                cfg.env.reward, previous=plan if gcfg.keep_regions else None,
+            )  # fmt: skip
             row["team_modes_covered"] = int(plan.covered.sum())
             row["team_episode_modes"] = (
                 float(np.mean([(h > 0).sum() for h in histograms])) if histograms else 0.0
@@ -519,8 +561,9 @@ def guide(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
         else:
             budget = cfg.env.episode_budget
             plan = plan_greedy(
-                decoded_modes, decoded, centroids, assigner.n_modes, budget, gcfg, cfg.env.reward
-            )
+                decoded_modes, decoded, centroids, assigner.n_modes, budget, gcfg, cfg.env.reward,
+                previous=plan if gcfg.keep_regions else None,
+            )  # fmt: skip
         # The last gcfg.consolidate updates of all: the discriminator sees the N(0, I) fakes alone.
         start_prior_only = cfg.model.train_steps - gcfg.consolidate
         n_prior_only = min(n_updates, max(0, updates + n_updates - start_prior_only))

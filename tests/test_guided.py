@@ -442,6 +442,28 @@ def test_per_mode_regions_keep_the_anchor_that_delivered_each_mode_most():
         load_scenario(GUIDED, ["model.guided.regions=some"])
 
 
+def test_kept_regions_hold_their_modes_and_new_ones_fill_the_rest():
+    """keep_regions: last round's (anchor, mode) pairs stay, whatever this round's rollout favoured."""
+    decoded, centroids = np.zeros((10, 2), np.float32), np.array([[0.0, 0.0], [1.0, 1.0], [9.0, 9.0]])
+    decoded[4] = [9.0, 9.0]  # the free anchor nearest mode 2
+    # Last round: anchor 5 held mode 0, anchor 8 was the vacancy given to mode 1.
+    previous = RoundPlan(np.array([5, 8]), 1, np.array([True, False, False]), np.ones(3), np.ones(3),
+                         region_modes=np.array([0, 1]))  # fmt: skip
+    # This round mode 0 came most from anchor 6, and mode 1 from anchor 8's neighbour 7; mode 2 from nobody.
+    rollout = one_agent_rollout(modes=[0, 0, 1], accepted=[1, 1, 1], choice=[6, 6, 7])
+    args = ([np.array([2, 1, 0])], decoded, np.zeros(10, np.int64), centroids, 3)
+    gcfg = GuidedConfig(regions="per_mode", keep_regions=True)
+    fresh = plan_from_team(rollout, *args, gcfg, REWARD)
+    assert fresh.regions.tolist() == [6, 7, 4] and fresh.region_modes.tolist() == [0, 1, 2]
+    kept = plan_from_team(rollout, *args, gcfg, REWARD, previous=previous)
+    assert kept.regions.tolist() == [5, 8, 4] and kept.region_modes.tolist() == [0, 1, 2]
+    assert kept.n_vacancies == 1  # mode 2: the team delivered modes 0 and 1
+    # A kept region on a mode this round's team missed counts as a vacancy (specialise_regions=vacancies).
+    missed = one_agent_rollout(modes=[0], accepted=[1], choice=[6])
+    plan = plan_from_team(missed, *args, gcfg, REWARD, previous=previous)
+    assert plan.regions.tolist() == [5, 8, 4] and plan.n_vacancies == 2
+
+
 def test_plans_name_the_mode_each_region_stands_for():
     # anchor 6 delivered mode 0 once and mode 1 twice
     rollout = one_agent_rollout(modes=[0, 0, 1, 1, 1], accepted=[1, 1, 1, 1, 1], choice=[5, 6, 6, 6, 7])
