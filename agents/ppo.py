@@ -10,6 +10,7 @@ raw sample, so the log-probabilities stay exact; only the action sent to the env
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 from tianshou.algorithm import PPO
 from tianshou.algorithm.modelfree.reinforce import DiscreteActorPolicy, ProbabilisticActorPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
+from tianshou.data import Batch
 from tianshou.highlevel.module.core import init_linear_orthogonal
 from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorProbabilistic, ContinuousCritic
@@ -42,6 +44,40 @@ def independent_gaussians(loc_scale: tuple[torch.Tensor, torch.Tensor]) -> torch
     loc, scale = loc_scale
     normal = torch.distributions.Normal(loc, scale, validate_args=False)
     return torch.distributions.Independent(normal, 1, validate_args=False)
+
+
+@functools.cache
+def draws_as_categorical_sample() -> bool:
+    """Whether ``advance_as_categorical_sample`` leaves torch's CPU generator where drawing one
+    action per row of a Categorical does (checked once, on a private generator: it holds for torch
+    2.14, where one sample per row is an exponential variate per logit, one double each)."""
+    probs = torch.rand(5, 7, generator=torch.Generator().manual_seed(0))
+    drawn, advanced = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    torch.multinomial(probs, 1, True, generator=drawn)
+    torch.empty(probs.shape, dtype=torch.float64).uniform_(generator=advanced)
+    return torch.equal(drawn.get_state(), advanced.get_state())
+
+
+class DiscretePPOPolicy(DiscreteActorPolicy):
+    """Tianshou's discrete actor policy, without drawing actions that PPO's update throws away.
+
+    Tianshou's collectors run the policy in eval mode and its updates in train mode. An update reads
+    only the distribution (log-probabilities of the stored actions, entropy), yet the parent draws
+    an action for every row: a sixth of a shared PPO run (docs/performance.md, 2.3). In train mode
+    on the CPU this policy moves the global generator on by the same draws, at a fifth of the cost,
+    so every run stays the same to the bit, and returns the most likely action, which PPO never reads.
+    """
+
+    def forward(self, batch, state=None):
+        draws = self.is_within_training_step or not self.deterministic_eval  # the parent's rule
+        on_cpu = next(self.actor.parameters()).device.type == "cpu"
+        if not (self.training and draws and on_cpu and draws_as_categorical_sample()):
+            return super().forward(batch, state)
+        logits, hidden = self.actor(batch.obs, state=state, info=batch.info)
+        dist = self.dist_fn(logits)
+        dist.probs  # noqa: B018  made where sample() makes it: the gradients then add up in the same order
+        torch.empty(logits.shape, dtype=torch.float64).uniform_()  # the draws of dist.sample()
+        return Batch(logits=logits, act=logits.argmax(-1), state=hidden, dist=dist)
 
 
 def build(
@@ -73,7 +109,7 @@ def build(
             device
         )
         critic = DiscreteCritic(preprocess_net=body()).to(device)
-        policy = DiscreteActorPolicy(
+        policy = DiscretePPOPolicy(
             actor=actor,
             dist_fn=categorical,
             deterministic_eval=True,

@@ -300,3 +300,28 @@ def test_learns_box_context_bandit(name):
     algorithm, _ = train_on_bandit(name, continuous=True, total_steps=3072, lr=3e-3, update_repeats=10)
     act = greedy_actions(algorithm, np.eye(N_CONTEXTS, dtype=np.float32)).reshape(-1)
     assert np.all(np.abs(act - TARGETS) <= 0.2), f"{name}: mean actions {act} vs targets {TARGETS}"
+
+
+def test_ppo_updates_skip_the_thrown_away_draws_and_stay_the_same_to_the_bit(monkeypatch):
+    """DiscretePPOPolicy: the update passes draw no actions, yet the whole training is unchanged."""
+    from tianshou.algorithm.modelfree.reinforce import DiscreteActorPolicy
+
+    assert ppo.draws_as_categorical_sample()  # torch's CPU generator as this repository knows it
+    draws = {"n": 0}
+    multinomial = torch.multinomial
+
+    def counted(*args, **kwargs):
+        draws["n"] += 1
+        return multinomial(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "multinomial", counted)
+    ours, _ = train_on_bandit("ppo", False, 1024)
+    ours_draws = draws["n"]
+    monkeypatch.setattr(ppo.DiscretePPOPolicy, "forward", DiscreteActorPolicy.forward)
+    draws["n"] = 0
+    parents, _ = train_on_bandit("ppo", False, 1024)
+    assert 0 < ours_draws < draws["n"]  # collection's draws only, none in the update passes
+    theirs = parents.state_dict()
+    for key, value in ours.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, theirs[key]), key
