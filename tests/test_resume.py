@@ -207,3 +207,36 @@ def test_reused_run_directory_drops_the_old_runs_outputs(tmp_path, cache_dir, re
     assert status(out) == "failed"
     assert not (out / "report.md").exists() and not (out / "metrics.json").exists()
     assert not list((out / "checkpoints").glob("*.pt"))
+
+
+def test_an_emptied_buffer_is_saved_without_its_storage_and_refills_alike():
+    """PPO's buffer is empty at every epoch's end: its checkpoint keeps all but the dead storage."""
+    import pickle
+
+    from tianshou.data import Batch
+
+    from marlgen.buffers import SlotReplayBuffer
+
+    def step(k):
+        return Batch(obs=np.full((2, 3), k, np.float32), act=np.array([k, -k]), rew=np.array([1.0, 2.0]) * k,
+                     terminated=np.array([False, True]), truncated=np.zeros(2, bool),
+                     obs_next=np.full((2, 3), k + 1, np.float32), info=Batch())  # fmt: skip
+
+    buffer = SlotReplayBuffer(4000, 2)  # storage of 2,000 steps a slot beside three random states
+    for k in range(3):
+        buffer.add(step(k), buffer_ids=[0, 1])
+    buffer.reset(keep_statistics=True)  # as Tianshou's on-policy trainer does after an update
+    lean = pickle.loads(pickle.dumps(marlgen.checkpoint.without_empty_storage(buffer)))
+    assert buffer._meta.get_keys() and not lean._meta.get_keys()  # the live buffer keeps its storage
+    assert len(pickle.dumps(lean)) < len(pickle.dumps(buffer)) / 2
+    for k in (5, 6):
+        buffer.add(step(k), buffer_ids=[0, 1])
+        lean.add(step(k), buffer_ids=[0, 1])
+    assert len(lean) == len(buffer) == 4
+    mine, theirs = lean[lean.sample_indices(0)], buffer[buffer.sample_indices(0)]
+    for key in ("obs", "act", "rew", "terminated", "obs_next"):
+        assert np.array_equal(mine[key], theirs[key]), key
+    assert np.array_equal(lean.next(lean.sample_indices(0)), buffer.next(buffer.sample_indices(0)))
+    full = SlotReplayBuffer(8, 2)
+    full.add(step(1), buffer_ids=[0, 1])
+    assert marlgen.checkpoint.without_empty_storage(full) is full  # DQN's buffer is saved whole
