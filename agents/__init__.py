@@ -13,6 +13,9 @@
 
 from __future__ import annotations
 
+# First, before tianshou pulls in numba: marlgen keeps numba's JIT off (marlgen/__init__.py), and a
+# process that imported agents first would JIT Tianshou's helpers and train to other figures.
+import marlgen  # noqa: F401, I001  # isort: skip
 import importlib
 from collections.abc import Callable
 from types import ModuleType
