@@ -19,9 +19,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from tianshou.data import Batch, VectorReplayBuffer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: this checkout first
+
+# marlgen before tianshou: it keeps numba's JIT off, as every marlgen run has it (marlgen/__init__.py).
+import marlgen  # noqa: E402, F401, I001  # isort: skip
+from tianshou.data import Batch, VectorReplayBuffer  # noqa: E402
 
 import marlgen.train  # noqa: E402
 from benchmarks.timing import interleaved, markdown_table  # noqa: E402

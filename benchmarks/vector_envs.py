@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: this checkout first
 
+# marlgen before tianshou: it keeps numba's JIT off, as every marlgen run has it (marlgen/__init__.py).
+import marlgen  # noqa: E402, F401, I001  # isort: skip
 from tianshou.data import Collector  # noqa: E402
 
 from benchmarks.timing import markdown_table  # noqa: E402
