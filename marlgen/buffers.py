@@ -17,7 +17,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import numpy as np
-from tianshou.data import VectorReplayBuffer
+import pandas as pd
+from tianshou.data import Batch, VectorReplayBuffer
 
 
 class EpisodeLength:
@@ -82,3 +83,23 @@ class SlotReplayBuffer(VectorReplayBuffer):
         ends = np.cumsum(self._lengths)
         buf = np.searchsorted(ends, draw, side="right")
         return self._offset[buf] + draw - (ends[buf] - self._lengths[buf])
+
+    def hasnull(self) -> bool:
+        """Tianshou's NaN check, which its Collector runs after every collect, read in place.
+
+        Tianshou's ``self[:].hasnull()`` copies every stored transition, then deep-copies that batch
+        twice (a mask of pandas' isnull, then its any): a third of a shared PPO collect at 16
+        generators (docs/performance.md). Here the same test, pandas' isnull (NaN or None), runs
+        on the stored values at the stored indices, field by field, and stops at the first null.
+        """
+        return any_null(self._meta, self.sample_indices(0))
+
+
+def any_null(batch, index: np.ndarray) -> bool:
+    for value in batch.__dict__.values():
+        if isinstance(value, Batch):
+            if any_null(value, index):
+                return True
+        elif np.asarray(value).dtype.kind not in "biu" and pd.isnull(np.asarray(value)[index]).any():
+            return True  # integers and booleans cannot hold a null
+    return False
