@@ -48,9 +48,10 @@ def independent_gaussians(loc_scale: tuple[torch.Tensor, torch.Tensor]) -> torch
 
 @functools.cache
 def draws_as_categorical_sample() -> bool:
-    """Whether ``advance_as_categorical_sample`` leaves torch's CPU generator where drawing one
-    action per row of a Categorical does (checked once, on a private generator: it holds for torch
-    2.14, where one sample per row is an exponential variate per logit, one double each)."""
+    """Whether filling a float64 tensor of the probabilities' shape with uniforms leaves torch's CPU
+    generator where drawing one action per row of a Categorical does (checked once, on a private
+    generator: it holds for torch 2.14, where one sample per row is an exponential variate per logit,
+    one double each)."""
     probs = torch.rand(5, 7, generator=torch.Generator().manual_seed(0))
     drawn, advanced = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
     torch.multinomial(probs, 1, True, generator=drawn)

@@ -96,10 +96,13 @@ class SlotReplayBuffer(VectorReplayBuffer):
 
 
 def any_null(batch, index: np.ndarray) -> bool:
+    """Whether any value of ``batch`` (nested batches included) at ``index`` is null for pandas."""
     for value in batch.__dict__.values():
         if isinstance(value, Batch):
             if any_null(value, index):
                 return True
-        elif np.asarray(value).dtype.kind not in "biu" and pd.isnull(np.asarray(value)[index]).any():
-            return True  # integers and booleans cannot hold a null
+            continue
+        value = np.asarray(value)
+        if value.dtype.kind not in "biu" and pd.isnull(value[index]).any():  # ints and bools hold no null
+            return True
     return False
