@@ -28,11 +28,26 @@ from tianshou.data import Batch, VectorReplayBuffer  # noqa: E402
 
 import marlgen.train  # noqa: E402
 from benchmarks.timing import interleaved, markdown_table  # noqa: E402
-from marlgen.buffers import SlotReplayBuffer  # noqa: E402
+from marlgen.buffers import EpisodeLength, SlotReplayBuffer  # noqa: E402
 from marlgen.build import build_parts  # noqa: E402
 from marlgen.config import load_scenario  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class TianshouSlots(VectorReplayBuffer):
+    """Tianshou's VectorReplayBuffer with the one hook marlgen's collector needs (``lengths_only``,
+    marlgen.collect), so that training can run on it; every other call is Tianshou's."""
+
+    read_lengths_only = False
+    lengths_only = SlotReplayBuffer.lengths_only
+
+    def __getitem__(self, index):
+        if self.read_lengths_only and isinstance(index, np.ndarray):
+            return EpisodeLength(len(index))
+        return super().__getitem__(index)
+
+
 SLOTS, STEPS = 80, 104  # ring-8: 16 copies x 5 agents; one epoch of 8,320 transitions
 
 
@@ -89,7 +104,7 @@ def main(argv=None) -> None:
         )
     )
     rows = []
-    for name, cls in (("VectorReplayBuffer", VectorReplayBuffer), ("SlotReplayBuffer", SlotReplayBuffer)):
+    for name, cls in (("VectorReplayBuffer", TianshouSlots), ("SlotReplayBuffer", SlotReplayBuffer)):
         r = dqn_epoch(cls, args.overrides)
         rows.append([name, r["seconds"], r["updates"] / r["seconds"], r["modes"]])
         print(rows[-1], flush=True)
