@@ -10,6 +10,7 @@ raw sample, so the log-probabilities stay exact; only the action sent to the env
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from typing import Any
@@ -62,23 +63,52 @@ def draws_as_categorical_sample() -> bool:
 class DiscretePPOPolicy(DiscreteActorPolicy):
     """Tianshou's discrete actor policy, without drawing actions that PPO's update throws away.
 
-    Tianshou's collectors run the policy in eval mode and its updates in train mode. An update reads
-    only the distribution (log-probabilities of the stored actions, entropy), yet the parent draws
-    an action for every row: a sixth of a shared PPO run (docs/performance.md, 2.3). In train mode
-    on the CPU this policy moves the global generator on by the same draws, at a fifth of the cost,
-    so every run stays the same to the bit, and returns the most likely action, which PPO never reads.
+    An update pass (``in_update``, set by :class:`UpdatePassPPO` and nothing else) reads only the
+    distribution (log-probabilities of the stored actions, entropy), yet the parent draws an action
+    for every row: a sixth of a shared PPO run (docs/performance.md, 2.3). There, on the CPU, this
+    policy moves the global generator on by the same draws, at a fifth of the cost, so every run
+    stays the same to the bit, and returns the most likely action, which PPO never reads. Everywhere
+    else (collection, evaluation, a researcher's own loop in either mode) it is the parent.
     """
+
+    in_update = False
 
     def forward(self, batch, state=None):
         draws = self.is_within_training_step or not self.deterministic_eval  # the parent's rule
         on_cpu = next(self.actor.parameters()).device.type == "cpu"
-        if not (self.training and draws and on_cpu and draws_as_categorical_sample()):
+        if not (self.in_update and draws and on_cpu and draws_as_categorical_sample()):
             return super().forward(batch, state)
         logits, hidden = self.actor(batch.obs, state=state, info=batch.info)
         dist = self.dist_fn(logits)
         dist.probs  # noqa: B018  made where sample() makes it: the gradients then add up in the same order
         torch.empty(logits.shape, dtype=torch.float64).uniform_()  # the draws of dist.sample()
         return Batch(logits=logits, act=logits.argmax(-1), state=hidden, dist=dist)
+
+
+@contextlib.contextmanager
+def update_pass(policy):
+    """Marks a PPO update pass for a :class:`DiscretePPOPolicy` (other policies: nothing to mark)."""
+    if not isinstance(policy, DiscretePPOPolicy):
+        yield
+        return
+    policy.in_update = True
+    try:
+        yield
+    finally:
+        policy.in_update = False
+
+
+class UpdatePassPPO(PPO):
+    """Tianshou's PPO, telling its policy when a pass is one of the update's (the old log-probabilities,
+    the minibatch losses), where a sampled action is never read."""
+
+    def _preprocess_batch(self, batch, buffer, indices):
+        with update_pass(self.policy):
+            return super()._preprocess_batch(batch, buffer, indices)
+
+    def _update_with_batch(self, batch, batch_size, repeat):
+        with update_pass(self.policy):
+            return super()._update_with_batch(batch, batch_size, repeat)
 
 
 def build(
@@ -153,7 +183,7 @@ def build(
         if isinstance(module, torch.nn.Linear):
             module.weight.data.mul_(0.01)
 
-    return PPO(
+    return UpdatePassPPO(
         policy=policy,
         critic=critic,
         optim=AdamOptimizerFactory(lr=float(agent_cfg.lr)),

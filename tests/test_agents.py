@@ -325,3 +325,23 @@ def test_ppo_updates_skip_the_thrown_away_draws_and_stay_the_same_to_the_bit(mon
     for key, value in ours.state_dict().items():
         if isinstance(value, torch.Tensor):
             assert torch.equal(value, theirs[key]), key
+
+
+def test_ppo_policy_outside_an_update_pass_samples_as_tianshou_s_does():
+    """Only PPO's update passes skip the draws: a researcher's own loop in train mode still samples."""
+    from tianshou.algorithm.modelfree.reinforce import DiscreteActorPolicy
+
+    algorithm = agents.build(
+        agent_cfg("ppo"), spaces.Box(0.0, 1.0, (4,), np.float32), spaces.Discrete(6), 1000
+    )
+    policy = algorithm.policy
+    policy.train()
+    policy.is_within_training_step = True
+    batch = Batch(obs=np.random.default_rng(0).random((32, 4)).astype(np.float32), info={})
+    torch.manual_seed(1)
+    ours = policy(batch).act
+    torch.manual_seed(1)
+    theirs = DiscreteActorPolicy.forward(policy, batch).act
+    assert torch.equal(ours, theirs) and not torch.equal(ours, policy(batch).dist.logits.argmax(-1))
+    with ppo.update_pass(policy):
+        assert torch.equal(policy(batch).act, policy(batch).dist.logits.argmax(-1))  # nobody reads it
