@@ -449,7 +449,7 @@ def test_kept_regions_hold_their_modes_and_new_ones_fill_the_rest():
     # Last round: anchor 5 held mode 0, anchor 8 was the vacancy given to mode 1.
     previous = RoundPlan(np.array([5, 8]), 1, np.array([True, False, False]), np.ones(3), np.ones(3),
                          region_modes=np.array([0, 1]))  # fmt: skip
-    # This round mode 0 came most from anchor 6, and mode 1 from anchor 8's neighbour 7; mode 2 from nobody.
+    # This round mode 0 came most from anchor 6 and mode 1 from anchor 7; mode 2 from nobody.
     rollout = one_agent_rollout(modes=[0, 0, 1], accepted=[1, 1, 1], choice=[6, 6, 7])
     args = ([np.array([2, 1, 0])], decoded, np.zeros(10, np.int64), centroids, 3)
     gcfg = GuidedConfig(regions="per_mode", keep_regions=True)
