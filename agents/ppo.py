@@ -74,9 +74,13 @@ class DiscretePPOPolicy(DiscreteActorPolicy):
     in_update = False
 
     def forward(self, batch, state=None):
-        draws = self.is_within_training_step or not self.deterministic_eval  # the parent's rule
-        on_cpu = next(self.actor.parameters()).device.type == "cpu"
-        if not (self.in_update and draws and on_cpu and draws_as_categorical_sample()):
+        # Collection and evaluation go straight to the parent; the rest only inside an update pass.
+        if not (
+            self.in_update
+            and (self.is_within_training_step or not self.deterministic_eval)  # the parent draws
+            and next(self.actor.parameters()).device.type == "cpu"
+            and draws_as_categorical_sample()
+        ):
             return super().forward(batch, state)
         logits, hidden = self.actor(batch.obs, state=state, info=batch.info)
         dist = self.dist_fn(logits)

@@ -246,18 +246,8 @@ def plan_from_team(
     region_modes = np.asarray(
         [np.bincount(rollout.modes[good & (rollout.choice == k)]).argmax() for k in regions], np.int64
     )  # the mode each region's anchor delivered most
-    return _plan(
-        regions,
-        covered,
-        histogram,
-        decoded,
-        decoded_modes,
-        centroids,
-        gcfg,
-        reward_cfg,
-        region_modes,
-        previous,
-    )
+    return _plan(regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg,
+                 region_modes, previous)  # fmt: skip
 
 
 def plan_greedy(decoded_modes: np.ndarray, decoded, centroids, n_modes, episode_budget, gcfg, reward_cfg,
@@ -273,18 +263,8 @@ def plan_greedy(decoded_modes: np.ndarray, decoded, centroids, n_modes, episode_
     histogram = covered * (episode_budget / max(covered.sum(), 1))  # a team spreading its budget evenly
     regions = np.asarray(regions, np.int64)
     region_modes = np.unique(decoded_modes[decoded_modes >= 0])  # one region per mode, in this order
-    return _plan(
-        regions,
-        covered,
-        histogram,
-        decoded,
-        decoded_modes,
-        centroids,
-        gcfg,
-        reward_cfg,
-        region_modes,
-        previous,
-    )
+    return _plan(regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg,
+                 region_modes, previous)  # fmt: skip
 
 
 def kept_pairs(previous: RoundPlan, regions, region_modes) -> list[tuple[int, int]]:
