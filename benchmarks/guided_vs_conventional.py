@@ -9,6 +9,10 @@ Each method is config overrides on the scenario (``model.training=conventional``
 Runs go one after another: this machine has two shared cores. Writes ``curves.csv`` (the model's prior
 after each stretch of updates), ``summary.md`` (final figures, convergence and stability across
 seeds) and ``curves.png`` (modes and high quality against generator updates, bands across seeds).
+On 2-D mixtures a model-only run also keeps its final prior samples (``<method>_seed<s>/final_prior.npz``,
+the draw its last figures counted), and the command draws them (``samples.png``) and tells in
+``summary.md`` how far the low-quality ones lie from the nearest mean: blurred modes or bridges between
+modes.
 """
 
 from __future__ import annotations
@@ -67,11 +71,88 @@ def run_one(scenario: str, method: str, seed: int, out: Path, overrides: list[st
                 cfg.eval.budget, cfg.seed + 1,
             ))  # fmt: skip
         (run_dir / "model_curve.json").write_text(json.dumps(curve, indent=2) + "\n")
+        save_final_samples(run_dir / "final_prior.npz", parts, cfg)
         return curve
     from marlgen.run import make_run_dir, run
 
     run(cfg, make_run_dir(cfg), progress=False)
     return json.loads((run_dir / "model_curve.json").read_text())
+
+
+def save_final_samples(path: Path, parts, cfg) -> None:
+    """The final prior samples, the same draw as the curve's last figures (2-D mixtures only)."""
+    means = getattr(parts.assigner, "means", None)
+    if means is None or means.shape[1] != 2:
+        return
+    from marlgen.evaluate import prior
+
+    rollout = prior(parts.model, parts.assigner, cfg.eval.budget, cfg.seed + 1)
+    np.savez(path, samples=rollout.samples, modes=rollout.modes, means=means, std=parts.assigner.std,
+             hq_threshold=parts.assigner.hq_threshold)  # fmt: skip
+
+
+def load_final_samples(out: Path, methods: list[str]) -> dict:
+    """{(method, seed): npz} of the runs under ``out`` that kept their final prior samples."""
+    found = {}
+    for method in methods:
+        for path in sorted(out.glob(f"{method}_seed*/final_prior.npz")):
+            found[(method, int(path.parent.name.rsplit("seed", 1)[1]))] = dict(np.load(path))
+    return found
+
+
+def distance_bands(final: dict) -> tuple[float, float, float]:
+    """Shares of samples within the quality bar of the nearest mean, up to twice it, and beyond."""
+    d = np.linalg.norm(final["samples"][:, None] - final["means"][None], axis=2).min(1) / final["std"]
+    bar = float(final["hq_threshold"])
+    return float(np.mean(d < bar)), float(np.mean((d >= bar) & (d < 2 * bar))), float(np.mean(d >= 2 * bar))
+
+
+def bands_table(finals: dict) -> list[str]:
+    if not finals:
+        return []
+    bar = float(next(iter(finals.values()))["hq_threshold"])
+    lines = ["", f"Where the final prior samples lie: distance to the nearest mean, in standard deviations "
+             f"(< {bar:g}: high quality; {bar:g}-{2 * bar:g}: a blurred mode; >= {2 * bar:g}: between modes).",
+             "", f"| method | seed | < {bar:g} | {bar:g}-{2 * bar:g} | >= {2 * bar:g} |", "|---|---|---|---|---|"]  # fmt: skip
+    for method in dict.fromkeys(m for m, _ in finals):
+        shares = {seed: distance_bands(f) for (m, seed), f in sorted(finals.items()) if m == method}
+        for seed, b in shares.items():
+            lines.append(f"| {method} | {seed} | " + " | ".join(f"{100 * x:.1f}%" for x in b) + " |")
+        mean = np.mean(list(shares.values()), axis=0)
+        lines.append(f"| {method} | mean | " + " | ".join(f"{100 * x:.1f}%" for x in mean) + " |")
+    return lines
+
+
+def plot_final_samples(finals: dict, path: Path, title: str) -> None:
+    """One panel per run: high-quality samples blue, the rest orange, the true means as crosses."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(m for m, _ in finals))
+    seeds = sorted({s for _, s in finals})
+    fig, axes = plt.subplots(len(methods), len(seeds), figsize=(2.6 * len(seeds), 2.8 * len(methods)),
+                             squeeze=False, sharex=True, sharey=True)  # fmt: skip
+    for (i, method), (j, seed) in ((im, js) for im in enumerate(methods) for js in enumerate(seeds)):
+        ax, f = axes[i, j], finals.get((method, seed))
+        ax.set_aspect("equal")
+        if f is None:
+            ax.set_axis_off()
+            continue
+        good = f["modes"] >= 0
+        ax.scatter(*f["means"].T, marker="+", s=30, c="black", lw=0.6, zorder=1)
+        ax.scatter(*f["samples"][~good].T, s=1, c="tab:orange", zorder=2)
+        ax.scatter(*f["samples"][good].T, s=2, c="tab:blue", zorder=3)
+        covered = len(np.unique(f["modes"][good]))
+        ax.set_title(f"{method} seed {seed}: {covered}/{len(f['means'])}, {100 * good.mean():.0f}% HQ", fontsize=7)
+    lim = 1.6 * np.abs(next(iter(finals.values()))["means"]).max()
+    axes[0, 0].set_xlim(-lim, lim)
+    axes[0, 0].set_ylim(-lim, lim)
+    fig.suptitle(f"{title}\nfinal prior samples: blue within the quality bar, orange outside", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def summarise(rows: list[dict], n_modes: int, methods: list[str]) -> list[str]:
@@ -223,6 +304,10 @@ def main(argv=None) -> int:
     model = cfg.model
     title = f"{cfg.name}: {model.kind} ({model.hidden}x{model.depth}), {model.train_steps} generator updates"
     plot(rows, n_modes, methods, args.out / "curves.png", title, warmup, cfg.eval.budget)
+    finals = load_final_samples(args.out, methods)
+    if finals:
+        plot_final_samples(finals, args.out / "samples.png", title)
+        summary += bands_table(finals)
     (args.out / "summary.md").write_text("\n".join(summary) + "\n")
     print("\n".join(summary))
     return 0
