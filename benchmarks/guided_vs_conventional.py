@@ -111,9 +111,15 @@ def bands_table(finals: dict) -> list[str]:
     if not finals:
         return []
     bar = float(next(iter(finals.values()))["hq_threshold"])
-    lines = ["", f"Where the final prior samples lie: distance to the nearest mean, in standard deviations "
-             f"(< {bar:g}: high quality; {bar:g}-{2 * bar:g}: a blurred mode; >= {2 * bar:g}: between modes).",
-             "", f"| method | seed | < {bar:g} | {bar:g}-{2 * bar:g} | >= {2 * bar:g} |", "|---|---|---|---|---|"]  # fmt: skip
+    blur, far = f"{bar:g}-{2 * bar:g}", f">= {2 * bar:g}"
+    lines = [
+        "",
+        "Where the final prior samples lie: distance to the nearest mean, in standard deviations "
+        f"(< {bar:g}: high quality; {blur}: a blurred mode; {far}: between modes).",
+        "",
+        f"| method | seed | < {bar:g} | {blur} | {far} |",
+        "|---|---|---|---|---|",
+    ]
     for method in dict.fromkeys(m for m, _ in finals):
         shares = {seed: distance_bands(f) for (m, seed), f in sorted(finals.items()) if m == method}
         for seed, b in shares.items():
@@ -145,7 +151,9 @@ def plot_final_samples(finals: dict, path: Path, title: str) -> None:
         ax.scatter(*f["samples"][~good].T, s=1, c="tab:orange", zorder=2)
         ax.scatter(*f["samples"][good].T, s=2, c="tab:blue", zorder=3)
         covered = len(np.unique(f["modes"][good]))
-        ax.set_title(f"{method} seed {seed}: {covered}/{len(f['means'])}, {100 * good.mean():.0f}% HQ", fontsize=7)
+        ax.set_title(
+            f"{method} seed {seed}: {covered}/{len(f['means'])}, {100 * good.mean():.0f}% HQ", fontsize=7
+        )
     lim = 1.6 * np.abs(next(iter(finals.values()))["means"]).max()
     axes[0, 0].set_xlim(-lim, lim)
     axes[0, 0].set_ylim(-lim, lim)

@@ -22,8 +22,13 @@ def test_distance_bands_split_samples_by_their_distance_to_the_nearest_mean():
 
 def test_model_only_comparison_keeps_and_draws_the_final_prior_samples(tmp_path, cache_dir):
     out = tmp_path / "cmp"
-    overrides = [f"cache_dir={cache_dir}", "model.train_steps=300", "model.curve_every=100",
-                 "model.guided.warmup_steps=100", "model.guided.rounds=1"]
+    overrides = [
+        f"cache_dir={cache_dir}",
+        "model.train_steps=300",
+        "model.curve_every=100",
+        "model.guided.warmup_steps=100",
+        "model.guided.rounds=1",
+    ]
     args = [str(ROOT / "scenarios/gmm_ring8_guided.yaml"), *overrides, "--methods", "conventional",
             "--seeds", "1", "--model-only", "--out", str(out)]  # fmt: skip
     assert main(args) == 0
