@@ -138,7 +138,7 @@ def plot_final_samples(finals: dict, path: Path, title: str) -> None:
 
     methods = list(dict.fromkeys(m for m, _ in finals))
     seeds = sorted({s for _, s in finals})
-    fig, axes = plt.subplots(len(methods), len(seeds), figsize=(2.6 * len(seeds), 2.8 * len(methods)),
+    fig, axes = plt.subplots(len(methods), len(seeds), figsize=(2.6 * len(seeds), 3.1 * len(methods)),
                              squeeze=False, sharex=True, sharey=True)  # fmt: skip
     for (i, method), (j, seed) in ((im, js) for im in enumerate(methods) for js in enumerate(seeds)):
         ax, f = axes[i, j], finals.get((method, seed))
