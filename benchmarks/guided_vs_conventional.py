@@ -102,7 +102,9 @@ def load_final_samples(out: Path, methods: list[str]) -> dict:
 
 def distance_bands(final: dict) -> tuple[float, float, float]:
     """Shares of samples within the quality bar of the nearest mean, up to twice it, and beyond."""
-    d = np.linalg.norm(final["samples"][:, None] - final["means"][None], axis=2).min(1) / final["std"]
+    from marlgen.metrics import standardised_distance  # the distance the mode assigner's verdict reads
+
+    d = standardised_distance(final["samples"], final["means"], float(final["std"]))
     bar = float(final["hq_threshold"])
     return float(np.mean(d < bar)), float(np.mean((d >= bar) & (d < 2 * bar))), float(np.mean(d >= 2 * bar))
 
