@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from marlgen.config import ConfigError
-from marlgen.models.mlp import AveragedGAN, LatentModel, generator_average
+from marlgen.models.mlp import AveragedGAN, LatentModel, VariationalModel, generator_average
 
 
 def pyramid(data_shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -193,7 +193,7 @@ class ConvGAN(ImageModel, AveragedGAN):
         return {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
 
 
-class ConvVAE(ImageModel):
+class ConvVAE(ImageModel, VariationalModel):
     """Gaussian conv VAE; loss ``sum (x - mu)^2 + kl_weight * KL`` per image, as the MLP VAE.
 
     Pixels are in [-1, 1], so the decoder variance ``kl_weight / 2`` is in those units: small
@@ -230,16 +230,3 @@ class ConvVAE(ImageModel):
 
     def make_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
         return {"vae": torch.optim.Adam(self.parameters(), lr=lr)}
-
-    def training_step(
-        self,
-        real: Tensor,
-        optimizers: dict[str, torch.optim.Optimizer],
-        generator: torch.Generator | None = None,
-    ) -> dict[str, float]:
-        recon, kl = self.loss(real, generator)
-        loss = recon + self.kl_weight * kl
-        optimizers["vae"].zero_grad(set_to_none=True)
-        loss.backward()
-        optimizers["vae"].step()
-        return {"loss": loss.item(), "recon": recon.item(), "kl": kl.item()}

@@ -119,6 +119,28 @@ class AveragedGAN(LatentModel):
             self.generator_ema.update_parameters(self.generator)
 
 
+class VariationalModel(LatentModel):
+    """A VAE, MLP or conv: ``loss`` gives (reconstruction, KL); training steps on their weighted sum."""
+
+    kl_weight: float
+
+    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def training_step(
+        self,
+        real: Tensor,
+        optimizers: dict[str, torch.optim.Optimizer],
+        generator: torch.Generator | None = None,
+    ) -> dict[str, float]:
+        recon, kl = self.loss(real, generator)
+        loss = recon + self.kl_weight * kl
+        optimizers["vae"].zero_grad(set_to_none=True)
+        loss.backward()
+        optimizers["vae"].step()
+        return {"loss": loss.item(), "recon": recon.item(), "kl": kl.item()}
+
+
 def _adam(params: Any, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
     # fused: one kernel per step instead of several per tensor; small MLPs are op-overhead bound.
     return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
@@ -217,7 +239,7 @@ class _OnStandardised(nn.Module):
         return self.net(((x - self.mean) / self.scale).reshape(x.shape[0], -1))
 
 
-class MLPVAE(LatentModel):
+class MLPVAE(VariationalModel):
     """Gaussian VAE (Kingma & Welling 2014) with a fixed-variance Gaussian decoder.
 
     Loss per sample, on standardised data: ``sum_i (x_i - mu_i)^2 + kl_weight * KL(q(z|x) || N(0, I))``,
@@ -269,16 +291,3 @@ class MLPVAE(LatentModel):
 
     def make_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
         return {"vae": _adam(self.parameters(), lr)}
-
-    def training_step(
-        self,
-        real: Tensor,
-        optimizers: dict[str, torch.optim.Optimizer],
-        generator: torch.Generator | None = None,
-    ) -> dict[str, float]:
-        recon, kl = self.loss(real, generator)
-        loss = recon + self.kl_weight * kl
-        optimizers["vae"].zero_grad(set_to_none=True)
-        loss.backward()
-        optimizers["vae"].step()
-        return {"loss": loss.item(), "recon": recon.item(), "kl": kl.item()}
