@@ -366,7 +366,7 @@ def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
 
     cfg = OmegaConf.structured(Config)
     for group, name in defaults.items():
-        cfg = _merge_preset(cfg, group, name, path)
+        cfg = _merge_preset(cfg, group, name, "command line" if group in preset_overrides else path)
     cfg = _merge(cfg, body, path)
     for item in dotted:
         if "=" not in item:
@@ -557,7 +557,7 @@ def _read_yaml(path: Path) -> dict:
     return body
 
 
-def _merge_preset(cfg: DictConfig, group: str, name: str, scenario: Path) -> DictConfig:
+def _merge_preset(cfg: DictConfig, group: str, name: str, scenario: Path | str) -> DictConfig:
     if group not in PRESET_GROUPS:
         raise ConfigError(
             f"{scenario}: defaults.{group} is not a preset group{_suggest(group, PRESET_GROUPS)}"
