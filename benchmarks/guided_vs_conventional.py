@@ -45,20 +45,28 @@ FIELDS = ("updates", "modes_covered", "modes_total", "high_quality_fraction", "r
 COLOURS = {"conventional": "tab:gray", "guided": "tab:blue", "greedy": "tab:orange"}
 
 
-def run_one(scenario: str, method: str, seed: int, out: Path, overrides: list[str], model_only: bool) -> list:
-    """The model's curve (rows of prior figures over updates) and, for full runs, the final metrics."""
+def run_one(
+    scenario: str, method: str, seed: int, out: Path, overrides: list[str], model_only: bool, progress: bool
+) -> list:
+    """The model's curve (rows of prior figures over updates) and, for full runs, the final metrics.
+
+    Each guided round prints a line (a run takes minutes); ``progress`` adds the bars of pretraining
+    and team training."""
     run_dir = out / f"{method}_seed{seed}"
     cfg = load_scenario(scenario, [*overrides, *METHODS[method], f"seed={seed}", f"out_dir={run_dir}"])
     run_dir.mkdir(parents=True, exist_ok=True)
     if model_only:
         from marlgen.build import build_parts
 
-        parts = build_parts(cfg, progress=False)
+        parts = build_parts(cfg, progress=progress)
         curve = [dict(r) for r in getattr(parts.model, "curve", [])]
         if cfg.model.training == "guided":
             from marlgen.guided import guide
 
-            history = guide(cfg, parts, run_dir, progress=False, log=lambda *a: None).history
+            def log(line: str) -> None:
+                print(f"  {method} seed {seed}: {line}", flush=True)
+
+            history = guide(cfg, parts, run_dir, progress=progress, log=log).history
             curve = [r for r in curve if r["updates"] < history[0]["updates"]] + history
         elif curve and curve[-1]["updates"] == cfg.model.train_steps and hasattr(parts.model, "discriminate"):
             # the conventional GAN, given the same kind of mixture sampler from its own discriminator
@@ -75,7 +83,7 @@ def run_one(scenario: str, method: str, seed: int, out: Path, overrides: list[st
         return curve
     from marlgen.run import make_run_dir, run
 
-    run(cfg, make_run_dir(cfg), progress=False)
+    run(cfg, make_run_dir(cfg), progress=progress)
     return json.loads((run_dir / "model_curve.json").read_text())
 
 
@@ -199,7 +207,7 @@ def summarise(rows: list[dict], n_modes: int, methods: list[str]) -> list[str]:
             f"| {method} | {len(finals)} | {modes.mean():.1f} ± {sd:.1f}"
             f" [{modes.min():.0f}, {modes.max():.0f}] | {n_all} / {n_most}"
             f" | {100 * hq.mean():.1f}% [{100 * hq.min():.1f}, {100 * hq.max():.1f}]"
-            f" | {np.nanmean(rkl):.3f} | {np.median(reached) if reached else float('nan'):.0f};"
+            f" | {np.nanmean(rkl) if np.isfinite(rkl).any() else float('nan'):.3f} | {np.median(reached) if reached else float('nan'):.0f};"
             f" {len(reach) - len(reached)} | {drops} | {_mixture(finals)}"
             f" | {_mixture(finals, 'dmix', True)} |"
         )
@@ -285,6 +293,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--model-only", action="store_true", help="train the model only (no team, no report)")
     args = parser.parse_intermixed_args(argv)
+    progress = sys.stderr.isatty()  # bars on a terminal; a log gets the per-round and per-run lines
     args.out.mkdir(parents=True, exist_ok=True)
     cfg = load_scenario(args.scenario, args.overrides)
     rows_path = args.out / "curves.csv"
@@ -296,7 +305,8 @@ def main(argv=None) -> int:
             if (method, seed) in done:  # rerunning the command resumes where it stopped
                 continue
             start = time.perf_counter()
-            curve = run_one(args.scenario, method, seed, args.out, args.overrides, args.model_only)
+            print(f"{method} seed {seed}: training {cfg.model.train_steps} generator updates ...", flush=True)
+            curve = run_one(args.scenario, method, seed, args.out, args.overrides, args.model_only, progress)
             for r in curve:
                 rows.append({"method": method, "seed": seed, **{k: r.get(k, "") for k in FIELDS}})
             _write_rows(rows_path, rows)

@@ -199,6 +199,24 @@ def test_learning_curve_does_not_change_the_weights(tmp_path):
     assert again.curve == curved.curve and len(calls) == 3  # the cache keeps the curve
 
 
+def test_learning_curve_ends_at_the_final_model(tmp_path):
+    """train_steps no multiple of curve_every: the last point is still the final model, cached or not."""
+    data = np.random.default_rng(0).standard_normal((64, 2)).astype(np.float32)
+    cfg = ModelConfig(
+        kind="gan", latent_dim=2, hidden=16, depth=1, train_steps=30, batch_size=16, curve_every=20
+    )
+    evaluate = lambda model: {"modes_covered": float(next(model.parameters()).sum())}  # noqa: E731
+    model = pretrained_model(cfg, data, 0, tmp_path, progress=False, evaluate=evaluate)
+    assert [row["updates"] for row in model.curve] == [20, 30]
+    assert model.curve[-1]["modes_covered"] == evaluate(model)["modes_covered"]  # the model returned
+    (path,) = tmp_path.glob("*.pt")  # a cache written before the last point was kept: measured on load
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["curve"] = ckpt["curve"][:1]
+    torch.save(ckpt, path)
+    again = pretrained_model(cfg, data, 0, tmp_path, progress=False, evaluate=evaluate)
+    assert again.curve == model.curve
+
+
 def test_raw_coordinates_leave_the_normaliser_alone(tmp_path):
     data = (5.0 + np.random.default_rng(0).standard_normal((64, 2))).astype(np.float32)
     cfg = ModelConfig(kind="gan", hidden=8, depth=1, train_steps=2, batch_size=8, standardize=False)

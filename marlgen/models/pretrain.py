@@ -87,6 +87,7 @@ def pretrained_model(
                 f"{data_shape}; delete the file to retrain"
             )
         log.info("reused cached %s model %s (delete it to retrain)", cfg["kind"], path)
+        _end_curve_at_final_model(model, model.curve, cfg, evaluate)  # caches written before it did
         return model
 
     dev = resolve_device(device)
@@ -108,6 +109,7 @@ def pretrained_model(
                 evaluate=evaluate if cfg["curve_every"] > 0 else None, curve=curve, optimizers=optimizers,
             )  # fmt: skip
     _check_finite(model, losses, cfg)  # a diverged model must not enter the cache
+    _end_curve_at_final_model(model, curve, cfg, evaluate)
     seconds = time.perf_counter() - start
     save_model_checkpoint(
         path,
@@ -175,6 +177,19 @@ def train_model(
             _save_partial(resume, model, optimizers, generator, step + 1, curve)
             saved = time.perf_counter()
     return losses
+
+
+def _end_curve_at_final_model(
+    model: nn.Module, curve: list[dict], cfg: dict, evaluate: Evaluator | None
+) -> None:
+    """Append the final model's point when ``train_steps`` is no multiple of ``curve_every``.
+
+    Otherwise the curve would stop at the last multiple, and a comparison reading each curve's last
+    point as "after train_steps updates" would compare models trained for different lengths.
+    """
+    total = cfg["train_steps"]
+    if cfg["curve_every"] > 0 and evaluate is not None and (not curve or curve[-1]["updates"] < total):
+        curve.append({"updates": total, **measure(model, evaluate)})
 
 
 def measure(model: nn.Module, evaluate: Evaluator) -> dict:
