@@ -202,12 +202,13 @@ def summarise(rows: list[dict], n_modes: int, methods: list[str]) -> list[str]:
                 drops += sum(r["modes_covered"] < n_modes - 1 for r in rs if r["updates"] > hit[0])
         reached = [u for u in reach if u is not None]
         sd = modes.std(ddof=1) if len(modes) > 1 else 0.0
+        mean_rkl = np.nanmean(rkl) if np.isfinite(rkl).any() else float("nan")  # nan: no mode covered
         n_all, n_most = int((modes == n_modes).sum()), int((modes >= n_modes - 1).sum())
         lines.append(
             f"| {method} | {len(finals)} | {modes.mean():.1f} ± {sd:.1f}"
             f" [{modes.min():.0f}, {modes.max():.0f}] | {n_all} / {n_most}"
             f" | {100 * hq.mean():.1f}% [{100 * hq.min():.1f}, {100 * hq.max():.1f}]"
-            f" | {np.nanmean(rkl) if np.isfinite(rkl).any() else float('nan'):.3f} | {np.median(reached) if reached else float('nan'):.0f};"
+            f" | {mean_rkl:.3f} | {np.median(reached) if reached else float('nan'):.0f};"
             f" {len(reach) - len(reached)} | {drops} | {_mixture(finals)}"
             f" | {_mixture(finals, 'dmix', True)} |"
         )
