@@ -12,7 +12,9 @@ seeds) and ``curves.png`` (modes and high quality against generator updates, ban
 On 2-D mixtures a model-only run also keeps its final prior samples (``<method>_seed<s>/final_prior.npz``,
 the draw its last figures counted), and the command draws them (``samples.png``) and tells in
 ``summary.md`` how far the low-quality ones lie from the nearest mean: blurred modes or bridges between
-modes.
+modes. With a 2-D latent it also keeps which mode every point of a latent grid decodes to and draws
+it (``latent_map.png``: where the latent plane's cells map). Every model-only run keeps its final
+weights (``final_model.pt``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
 
 from marlgen.config import load_scenario  # noqa: E402
 
@@ -80,6 +84,8 @@ def run_one(
             ))  # fmt: skip
         (run_dir / "model_curve.json").write_text(json.dumps(curve, indent=2) + "\n")
         save_final_samples(run_dir / "final_prior.npz", parts, cfg)
+        # the trained model itself, for looking at it afterwards (its latent map, say) without retraining
+        torch.save(parts.model.state_dict(), run_dir / "final_model.pt")
         return curve
     from marlgen.run import make_run_dir, run
 
@@ -95,8 +101,9 @@ def save_final_samples(path: Path, parts, cfg) -> None:
     from marlgen.evaluate import prior
 
     rollout = prior(parts.model, parts.assigner, cfg.eval.budget, cfg.seed + 1)
+    extra = {"latent_modes": latent_map(parts.model, parts.assigner)} if parts.model.latent_dim == 2 else {}
     np.savez(path, samples=rollout.samples, modes=rollout.modes, means=means, std=parts.assigner.std,
-             hq_threshold=parts.assigner.hq_threshold)  # fmt: skip
+             hq_threshold=parts.assigner.hq_threshold, **extra)  # fmt: skip
 
 
 def load_final_samples(out: Path, methods: list[str]) -> dict:
@@ -139,8 +146,24 @@ def bands_table(finals: dict) -> list[str]:
     return lines
 
 
-def plot_final_samples(finals: dict, path: Path, title: str) -> None:
-    """One panel per run: high-quality samples blue, the rest orange, the true means as crosses."""
+LATENT_GRID = 121  # latent-map points per axis over [-LATENT_EXTENT, LATENT_EXTENT]
+LATENT_EXTENT = 3.0  # in prior std: 99.5% of N(0, I)'s mass in 2-D lies inside
+
+
+def latent_map(model, assigner) -> np.ndarray:
+    """The mode (or -1) of every point of a grid over a 2-D latent: which latent cells map where.
+
+    A continuous map must cross between modes somewhere; where neighbouring cells hold modes that are
+    not neighbours in the data, the crossing draws a long bridge through other modes."""
+    axis = np.linspace(-LATENT_EXTENT, LATENT_EXTENT, LATENT_GRID, dtype=np.float32)
+    z = np.stack(np.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)  # row i: latent y = axis[i]
+    with torch.inference_mode():
+        x = model.decode(torch.from_numpy(z)).numpy()
+    return assigner(x).reshape(LATENT_GRID, LATENT_GRID)
+
+
+def _run_panels(finals: dict, path: Path, suptitle: str, draw) -> None:
+    """One panel per run (methods by rows, seeds by columns); ``draw(ax, npz)`` returns its title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -148,29 +171,64 @@ def plot_final_samples(finals: dict, path: Path, title: str) -> None:
 
     methods = list(dict.fromkeys(m for m, _ in finals))
     seeds = sorted({s for _, s in finals})
-    fig, axes = plt.subplots(len(methods), len(seeds), figsize=(2.6 * len(seeds), 3.1 * len(methods)),
-                             squeeze=False, sharex=True, sharey=True)  # fmt: skip
+    size = (max(2.6 * len(seeds), 6.5), 3.1 * len(methods))  # wide enough for the two-line title
+    fig, axes = plt.subplots(len(methods), len(seeds), figsize=size, squeeze=False, sharex=True, sharey=True)
     for (i, method), (j, seed) in ((im, js) for im in enumerate(methods) for js in enumerate(seeds)):
         ax, f = axes[i, j], finals.get((method, seed))
         ax.set_aspect("equal")
         if f is None:
             ax.set_axis_off()
             continue
+        ax.set_title(f"{method} seed {seed}: {draw(ax, f)}", fontsize=7)
+    fig.suptitle(suptitle, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_final_samples(finals: dict, path: Path, title: str) -> None:
+    """High-quality samples blue, the rest orange, the true means as crosses."""
+    lim = 1.6 * np.abs(next(iter(finals.values()))["means"]).max()
+
+    def draw(ax, f) -> str:
         good = f["modes"] >= 0
         ax.scatter(*f["means"].T, marker="+", s=30, c="black", lw=0.6, zorder=1)
         ax.scatter(*f["samples"][~good].T, s=1, c="tab:orange", zorder=2)
         ax.scatter(*f["samples"][good].T, s=2, c="tab:blue", zorder=3)
-        covered = len(np.unique(f["modes"][good]))
-        ax.set_title(
-            f"{method} seed {seed}: {covered}/{len(f['means'])}, {100 * good.mean():.0f}% HQ", fontsize=7
-        )
-    lim = 1.6 * np.abs(next(iter(finals.values()))["means"]).max()
-    axes[0, 0].set_xlim(-lim, lim)
-    axes[0, 0].set_ylim(-lim, lim)
-    fig.suptitle(f"{title}\nfinal prior samples: blue within the quality bar, orange outside", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        return f"{len(np.unique(f['modes'][good]))}/{len(f['means'])}, {100 * good.mean():.0f}% HQ"
+
+    _run_panels(
+        finals, path, f"{title}\nfinal prior samples: blue within the quality bar, orange outside", draw
+    )
+
+
+def plot_latent_maps(finals: dict, path: Path, title: str) -> None:
+    """Each run's latent plane coloured by the mode its decode lands in (white: no mode), each mode
+    in the colour of its mean's place in the data (hue by angle, lightness by radius)."""
+    import matplotlib.colors as mcolors
+    from matplotlib.patches import Circle
+
+    runs = {k: f for k, f in finals.items() if "latent_modes" in f}
+    if not runs:
+        return
+    means = next(iter(runs.values()))["means"]
+    centred = means - means.mean(0)
+    hue = (np.arctan2(centred[:, 1], centred[:, 0]) / (2 * np.pi)) % 1.0
+    radius = np.linalg.norm(centred, axis=1) / max(np.linalg.norm(centred, axis=1).max(), 1e-9)
+    colours = mcolors.hsv_to_rgb(np.stack([hue, 0.35 + 0.65 * radius, 0.95 - 0.35 * radius], 1))
+    palette = np.vstack([colours, [1.0, 1.0, 1.0]])  # index -1: white
+
+    def draw(ax, f) -> str:
+        grid = f["latent_modes"]
+        ax.imshow(palette[grid], origin="lower", extent=[-LATENT_EXTENT, LATENT_EXTENT] * 2,
+                  interpolation="nearest")  # fmt: skip
+        ax.add_patch(Circle((0, 0), 2.0, fill=False, lw=0.5, ls="--"))
+        return f"{len(np.unique(grid[grid >= 0]))} modes in the plane"
+
+    _run_panels(runs, path, f"{title}\nlatent plane by the mode its decode lands in (white: none; "
+                "colour: the mean's place in the data); dashed: 2 std of the prior", draw)  # fmt: skip
 
 
 def summarise(rows: list[dict], n_modes: int, methods: list[str]) -> list[str]:
@@ -328,6 +386,7 @@ def main(argv=None) -> int:
     finals = load_final_samples(args.out, methods)
     if finals:
         plot_final_samples(finals, args.out / "samples.png", title)
+        plot_latent_maps(finals, args.out / "latent_map.png", title)
         summary += bands_table(finals)
     (args.out / "summary.md").write_text("\n".join(summary) + "\n")
     print("\n".join(summary))

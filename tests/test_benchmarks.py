@@ -5,8 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from benchmarks.guided_vs_conventional import distance_bands, main
+from benchmarks.guided_vs_conventional import LATENT_EXTENT, LATENT_GRID, distance_bands, latent_map, main
+from marlgen.modes import MixtureModes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,6 +20,21 @@ def test_distance_bands_split_samples_by_their_distance_to_the_nearest_mean():
     samples = np.stack([at, np.zeros(4)], 1) + np.array([10.0, 0.0])
     final = {"samples": samples, "means": means, "std": std, "hq_threshold": 3.0}
     assert distance_bands(final) == pytest.approx((0.25, 0.25, 0.5))
+
+
+def test_latent_map_rows_are_latent_y_and_columns_latent_x():
+    class Identity:
+        def decode(self, z):
+            return z
+
+    means = np.array([[-2.0, 0.0], [2.0, 0.0], [0.0, -2.0]])
+    grid = latent_map(Identity(), MixtureModes(means, std=0.3))
+    at = lambda x, y: grid[  # noqa: E731
+        round((y + LATENT_EXTENT) / (2 * LATENT_EXTENT) * (LATENT_GRID - 1)),
+        round((x + LATENT_EXTENT) / (2 * LATENT_EXTENT) * (LATENT_GRID - 1)),
+    ]
+    assert grid.shape == (LATENT_GRID, LATENT_GRID)
+    assert (at(-2, 0), at(2, 0), at(0, -2), at(0, 0), at(0, 2)) == (0, 1, 2, -1, -1)
 
 
 def test_model_only_comparison_keeps_and_draws_the_final_prior_samples(tmp_path, cache_dir):
@@ -39,3 +56,9 @@ def test_model_only_comparison_keeps_and_draws_the_final_prior_samples(tmp_path,
     assert np.mean(final["modes"] >= 0) == pytest.approx(float(last["high_quality_fraction"]))
     assert distance_bands(final)[0] == pytest.approx(float(last["high_quality_fraction"]))
     assert "| conventional | 0 |" in (out / "summary.md").read_text().split("Where the final prior")[1]
+    assert (
+        final["latent_modes"].shape == (LATENT_GRID, LATENT_GRID)
+        and (out / "latent_map.png").stat().st_size > 0
+    )
+    weights = torch.load(out / "conventional_seed0" / "final_model.pt", weights_only=True)
+    assert any(k.startswith("generator.") for k in weights)
