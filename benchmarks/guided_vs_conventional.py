@@ -162,6 +162,52 @@ def latent_map(model, assigner) -> np.ndarray:
     return assigner(x).reshape(LATENT_GRID, LATENT_GRID)
 
 
+ISLAND_MASS = 1e-3  # a latent island counts when it holds at least this share of the prior's mass
+
+
+def latent_islands(grid: np.ndarray) -> tuple[int, int, float]:
+    """(modes with an island, islands, prior mass on no mode) of a latent map.
+
+    An island is a connected patch of latent cells decoding to one mode, holding at least
+    ISLAND_MASS of N(0, I)'s mass on the grid. Between islands lie cells that decode to no mode: the
+    more islands a map has, the more such boundaries it must pay for."""
+    from scipy import ndimage
+
+    axis = np.linspace(-LATENT_EXTENT, LATENT_EXTENT, grid.shape[0])
+    mass = np.exp(-0.5 * (axis[:, None] ** 2 + axis[None, :] ** 2))
+    mass /= mass.sum()  # each cell's share of the prior's mass on the grid
+    modes, islands = 0, 0
+    for mode in np.unique(grid[grid >= 0]):
+        labels, n = ndimage.label(grid == mode)  # 4-connected patches
+        held = ndimage.sum_labels(mass, labels, np.arange(1, n + 1))
+        modes, islands = modes + bool((held >= ISLAND_MASS).any()), islands + int((held >= ISLAND_MASS).sum())
+    return modes, islands, float(mass[grid < 0].sum())
+
+
+def islands_table(finals: dict) -> list[str]:
+    runs = {k: f for k, f in sorted(finals.items()) if "latent_modes" in f}
+    if not runs:
+        return []
+    lines = [
+        "",
+        f"The latent plane ([-{LATENT_EXTENT:g}, {LATENT_EXTENT:g}]^2, {LATENT_GRID}^2 points; "
+        "`latent_map.png`): islands are connected patches of one mode holding >= "
+        f"{100 * ISLAND_MASS:g}% of the prior's mass.",
+        "",
+        "| method | seed | modes with an island | islands | prior mass on no mode | per island |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method in dict.fromkeys(m for m, _ in runs):
+        found = {seed: latent_islands(f["latent_modes"]) for (m, seed), f in runs.items() if m == method}
+        for seed, (modes, islands, white) in found.items():
+            lines.append(f"| {method} | {seed} | {modes} | {islands} | {100 * white:.1f}% "
+                         f"| {100 * white / max(islands, 1):.2f}% |")  # fmt: skip
+        modes, islands, white = np.mean(list(found.values()), axis=0)
+        lines.append(f"| {method} | mean | {modes:.1f} | {islands:.1f} | {100 * white:.1f}% "
+                     f"| {100 * white / max(islands, 1):.2f}% |")  # fmt: skip
+    return lines
+
+
 def _run_panels(finals: dict, path: Path, suptitle: str, draw) -> None:
     """One panel per run (methods by rows, seeds by columns); ``draw(ax, npz)`` returns its title."""
     import matplotlib
@@ -387,7 +433,7 @@ def main(argv=None) -> int:
     if finals:
         plot_final_samples(finals, args.out / "samples.png", title)
         plot_latent_maps(finals, args.out / "latent_map.png", title)
-        summary += bands_table(finals)
+        summary += bands_table(finals) + islands_table(finals)
     (args.out / "summary.md").write_text("\n".join(summary) + "\n")
     print("\n".join(summary))
     return 0

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.guided_vs_conventional import LATENT_EXTENT, LATENT_GRID, distance_bands, latent_map, main
+from benchmarks.guided_vs_conventional import (
+    LATENT_EXTENT,
+    LATENT_GRID,
+    distance_bands,
+    latent_islands,
+    latent_map,
+    main,
+)
 from marlgen.modes import MixtureModes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +42,18 @@ def test_latent_map_rows_are_latent_y_and_columns_latent_x():
     ]
     assert grid.shape == (LATENT_GRID, LATENT_GRID)
     assert (at(-2, 0), at(2, 0), at(0, -2), at(0, 0), at(0, 2)) == (0, 1, 2, -1, -1)
+
+
+def test_latent_islands_count_patches_with_prior_mass():
+    grid = np.full((LATENT_GRID, LATENT_GRID), -1)
+    c = LATENT_GRID // 2
+    grid[c - 10 : c, c - 10 : c + 10] = 0  # mode 0 in two patches either side of mode 1's row band
+    grid[c + 1 : c + 11, c - 10 : c + 10] = 0
+    grid[c, c - 10 : c + 10] = 1
+    grid[0, 0] = 2  # a corner cell: far too little of the prior's mass to count
+    modes, islands, white = latent_islands(grid)
+    assert (modes, islands) == (2, 3)
+    assert 0.0 < white < 1.0 and latent_islands(np.zeros_like(grid))[2] == 0.0
 
 
 def test_model_only_comparison_keeps_and_draws_the_final_prior_samples(tmp_path, cache_dir):
