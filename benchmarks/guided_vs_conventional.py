@@ -153,8 +153,8 @@ LATENT_EXTENT = 3.0  # in prior std: 99.5% of N(0, I)'s mass in 2-D lies inside
 def latent_map(model, assigner) -> np.ndarray:
     """The mode (or -1) of every point of a grid over a 2-D latent: which latent cells map where.
 
-    A continuous map must cross between modes somewhere; where neighbouring cells hold modes that are
-    not neighbours in the data, the crossing draws a long bridge through other modes."""
+    A continuous map must cross between modes somewhere, and the prior's mass on those crossings is the
+    samples that land between modes (latent_islands counts the patches and that mass)."""
     axis = np.linspace(-LATENT_EXTENT, LATENT_EXTENT, LATENT_GRID, dtype=np.float32)
     z = np.stack(np.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)  # row i: latent y = axis[i]
     with torch.inference_mode():
@@ -179,8 +179,8 @@ def latent_islands(grid: np.ndarray) -> tuple[int, int, float]:
     modes, islands = 0, 0
     for mode in np.unique(grid[grid >= 0]):
         labels, n = ndimage.label(grid == mode)  # 4-connected patches
-        held = ndimage.sum_labels(mass, labels, np.arange(1, n + 1))
-        modes, islands = modes + bool((held >= ISLAND_MASS).any()), islands + int((held >= ISLAND_MASS).sum())
+        kept = ndimage.sum_labels(mass, labels, np.arange(1, n + 1)) >= ISLAND_MASS
+        modes, islands = modes + bool(kept.any()), islands + int(kept.sum())
     return modes, islands, float(mass[grid < 0].sum())
 
 
