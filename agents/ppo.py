@@ -32,32 +32,62 @@ from agents.gains import GainedDiscreteActor
 ON_POLICY = True
 MAX_GRAD_NORM = 0.5
 INITIAL_LOG_STD = -0.5  # Tianshou's Gaussian actor factory default: std ~0.6 in [-1, 1] units
+# Rows per forward in PPO's no-grad passes (values for GAE, old log-probabilities); Tianshou's default,
+# 256, split a shared network's 2,048 rows per collect into 24 forwards. Memory, not learning: the
+# same values in fewer calls.
+NO_GRAD_CHUNK = 4096
 
 
-# Tianshou's distribution functions, without torch's argument checks: building a checked Categorical
-# over 256 anchors cost about 0.8 ms on this CPU, on every collector step and every minibatch. The
-# actor's outputs are finite logits, means and positive stds by construction.
-def categorical(logits: torch.Tensor) -> torch.distributions.Categorical:
-    return torch.distributions.Categorical(logits=logits, validate_args=False)
+class Categorical(torch.distributions.Categorical):
+    """torch's Categorical over logits, as Tianshou's discrete policies use it, made cheaper where it is
+    called on every collector step and every minibatch (docs/performance.md, 2.5):
+
+    - no argument checks (a checked Categorical over 256 anchors cost about 0.8 ms): the actors'
+      logits are finite by construction;
+    - the logits normalised by one ``log_softmax`` (torch: ``logits - logits.logsumexp()``), the
+      probabilities their ``exp``, the entropy ``-sum(p log p)``: the same values to float rounding,
+      fewer and cheaper passes forward and backward;
+    - ``sample()`` by inverse CDF: one uniform per row, placed among the cumulative probabilities.
+      torch's ``multinomial`` draws an exponential per logit and takes an argmax (256 draws a row).
+      Each row is an exact draw from its distribution (up to the float rounding of the cumulative
+      sums), independent of the other rows (tests/test_agents.py).
+    """
+
+    def __init__(self, logits: torch.Tensor):
+        normalised = torch.log_softmax(logits, dim=-1)
+        self.logits = self._param = normalised
+        self._num_events = normalised.size(-1)
+        torch.distributions.Distribution.__init__(self, normalised.shape[:-1], validate_args=False)
+
+    @functools.cached_property
+    def probs(self) -> torch.Tensor:  # noqa: D102  (torch's is a lazy property too)
+        return self.logits.exp()
+
+    def entropy(self) -> torch.Tensor:
+        return -(self.probs * self.logits).sum(-1)
+
+    def sample(self, sample_shape=()) -> torch.Tensor:
+        if len(sample_shape):  # several draws per row: torch's
+            return super().sample(sample_shape)
+        with torch.no_grad():
+            probs = self.probs.reshape(-1, self._num_events)
+            cumulative = probs.cumsum(-1)
+            # u uniform on [0, total): row i draws action k when cumulative[k-1] <= u < cumulative[k].
+            u = torch.rand((len(probs), 1), dtype=probs.dtype, device=probs.device) * cumulative[:, -1:]
+            # The last boundary is left out: a u rounded up to the total still lands on the last action.
+            drawn = torch.searchsorted(cumulative[:, :-1].contiguous(), u, right=True)
+        return drawn.reshape(self._batch_shape)
+
+
+def categorical(logits: torch.Tensor) -> Categorical:
+    return Categorical(logits)
 
 
 def independent_gaussians(loc_scale: tuple[torch.Tensor, torch.Tensor]) -> torch.distributions.Distribution:
+    """Tianshou's Gaussian dist_fn without torch's argument checks (stds are positive by construction)."""
     loc, scale = loc_scale
     normal = torch.distributions.Normal(loc, scale, validate_args=False)
     return torch.distributions.Independent(normal, 1, validate_args=False)
-
-
-@functools.cache
-def draws_as_categorical_sample() -> bool:
-    """Whether filling a float64 tensor of the probabilities' shape with uniforms leaves torch's CPU
-    generator where drawing one action per row of a Categorical does (checked once, on a private
-    generator: it holds for torch 2.14, where one sample per row is an exponential variate per logit,
-    one double each)."""
-    probs = torch.rand(5, 7, generator=torch.Generator().manual_seed(0))
-    drawn, advanced = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    torch.multinomial(probs, 1, True, generator=drawn)
-    torch.empty(probs.shape, dtype=torch.float64).uniform_(generator=advanced)
-    return torch.equal(drawn.get_state(), advanced.get_state())
 
 
 class DiscretePPOPolicy(DiscreteActorPolicy):
@@ -65,28 +95,17 @@ class DiscretePPOPolicy(DiscreteActorPolicy):
 
     An update pass (``in_update``, set by :class:`UpdatePassPPO` and nothing else) reads only the
     distribution (log-probabilities of the stored actions, entropy), yet the parent draws an action
-    for every row: a sixth of a shared PPO run (docs/performance.md, 2.3). There, on the CPU, this
-    policy moves the global generator on by the same draws, at a fifth of the cost, so every run
-    stays the same to the bit, and returns the most likely action, which PPO never reads. Everywhere
-    else (collection, evaluation, a researcher's own loop in either mode) it is the parent.
+    for every row of every minibatch. There this policy returns the distribution and no action.
+    Everywhere else (collection, evaluation, a researcher's own loop in either mode) it is the parent.
     """
 
     in_update = False
 
     def forward(self, batch, state=None):
-        # Collection and evaluation go straight to the parent; the rest only inside an update pass.
-        if not (
-            self.in_update
-            and (self.is_within_training_step or not self.deterministic_eval)  # the parent draws
-            and next(self.actor.parameters()).device.type == "cpu"
-            and draws_as_categorical_sample()
-        ):
+        if not self.in_update:
             return super().forward(batch, state)
         logits, hidden = self.actor(batch.obs, state=state, info=batch.info)
-        dist = self.dist_fn(logits)
-        dist.probs  # noqa: B018  made where sample() makes it: the gradients then add up in the same order
-        torch.empty(logits.shape, dtype=torch.float64).uniform_()  # the draws of dist.sample()
-        return Batch(logits=logits, act=logits.argmax(-1), state=hidden, dist=dist)
+        return Batch(logits=logits, state=hidden, dist=self.dist_fn(logits))
 
 
 @contextlib.contextmanager
@@ -113,6 +132,18 @@ class UpdatePassPPO(PPO):
     def _update_with_batch(self, batch, batch_size, repeat):
         with update_pass(self.policy):
             return super()._update_with_batch(batch, batch_size, repeat)
+
+
+class FusedAdamFactory(AdamOptimizerFactory):
+    """Tianshou's Adam factory with torch's fused step (``fused=True``): one kernel over all parameters
+    instead of about ten small tensor operations per parameter tensor, which cost 0.9-1 ms of every
+    PPO minibatch step here (docs/performance.md, 2.5). The same Adam, to float rounding."""
+
+    def _create_optimizer_for_params(self, params) -> torch.optim.Optimizer:
+        params = list(params)
+        fused = all(p.device.type in ("cpu", "cuda") for p in params) or None
+        return torch.optim.Adam(params, lr=self.lr, betas=self.betas, eps=self.eps,
+                                weight_decay=self.weight_decay, fused=fused)  # fmt: skip
 
 
 def build(
@@ -190,13 +221,14 @@ def build(
     return UpdatePassPPO(
         policy=policy,
         critic=critic,
-        optim=AdamOptimizerFactory(lr=float(agent_cfg.lr)),
+        optim=FusedAdamFactory(lr=float(agent_cfg.lr)),
         eps_clip=float(agent_cfg.eps_clip),
         vf_coef=float(agent_cfg.vf_coef),
         ent_coef=float(agent_cfg.ent_coef),
         gae_lambda=float(agent_cfg.gae_lambda),
         gamma=float(agent_cfg.gamma),
         max_grad_norm=MAX_GRAD_NORM,
+        max_batchsize=NO_GRAD_CHUNK,
     ).to(device)
 
 

@@ -302,38 +302,36 @@ def test_learns_box_context_bandit(name):
     assert np.all(np.abs(act - TARGETS) <= 0.2), f"{name}: mean actions {act} vs targets {TARGETS}"
 
 
-def test_ppo_updates_skip_the_thrown_away_draws_and_stay_the_same_to_the_bit(monkeypatch):
-    """DiscretePPOPolicy: the update passes draw no actions, yet the whole training is unchanged."""
+def test_ppo_update_draws_nothing_from_torch_s_generator():
+    """DiscretePPOPolicy: PPO's update passes (old log-probabilities, minibatch losses) read only the
+    distribution, so an update leaves torch's global generator where it was (numpy's shuffles the
+    minibatches, as in Tianshou), and the update still moves the weights."""
+    from tianshou.algorithm.algorithm_base import policy_within_training_step
+
+    torch.manual_seed(0)
+    algorithm = agents.build(agent_cfg("ppo", hidden=[16, 16]), *bandit_spaces(), 1000)
+    envs = DummyVectorEnv([ContextBandit for _ in range(4)])
+    envs.seed(0)
+    buffer = VectorReplayBuffer(256, 4)
+    collector = Collector(algorithm, envs, buffer, exploration_noise=True)
+    collector.reset()
+    with policy_within_training_step(algorithm.policy):
+        collector.collect(n_step=256)
+        before = {k: v.clone() for k, v in algorithm.policy.state_dict().items()}
+        state = torch.get_rng_state()
+        algorithm.update(buffer=buffer, batch_size=64, repeat=2)
+    envs.close()
+    assert torch.equal(torch.get_rng_state(), state)
+    assert any(not torch.equal(v, algorithm.policy.state_dict()[k]) for k, v in before.items())
+
+
+def test_ppo_policy_samples_outside_an_update_pass_only():
+    """Only PPO's update passes skip the draws: a researcher's own loop in train mode still samples,
+    as Tianshou's policy does with the same distribution; an update pass returns no action."""
     from tianshou.algorithm.modelfree.reinforce import DiscreteActorPolicy
 
-    assert ppo.draws_as_categorical_sample()  # torch's CPU generator as this repository knows it
-    draws = {"n": 0}
-    multinomial = torch.multinomial
-
-    def counted(*args, **kwargs):
-        draws["n"] += 1
-        return multinomial(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "multinomial", counted)
-    ours, _ = train_on_bandit("ppo", False, 1024)
-    ours_draws = draws["n"]
-    monkeypatch.setattr(ppo.DiscretePPOPolicy, "forward", DiscreteActorPolicy.forward)
-    draws["n"] = 0
-    parents, _ = train_on_bandit("ppo", False, 1024)
-    assert 0 < ours_draws < draws["n"]  # collection's draws only, none in the update passes
-    theirs = parents.state_dict()
-    for key, value in ours.state_dict().items():
-        if isinstance(value, torch.Tensor):
-            assert torch.equal(value, theirs[key]), key
-
-
-def test_ppo_policy_outside_an_update_pass_samples_as_tianshou_s_does():
-    """Only PPO's update passes skip the draws: a researcher's own loop in train mode still samples."""
-    from tianshou.algorithm.modelfree.reinforce import DiscreteActorPolicy
-
-    algorithm = agents.build(
-        agent_cfg("ppo"), spaces.Box(0.0, 1.0, (4,), np.float32), spaces.Discrete(6), 1000
-    )
+    obs_space = spaces.Box(0.0, 1.0, (4,), np.float32)
+    algorithm = agents.build(agent_cfg("ppo"), obs_space, spaces.Discrete(6), 1000)
     policy = algorithm.policy
     policy.train()
     policy.is_within_training_step = True
@@ -344,4 +342,57 @@ def test_ppo_policy_outside_an_update_pass_samples_as_tianshou_s_does():
     theirs = DiscreteActorPolicy.forward(policy, batch).act
     assert torch.equal(ours, theirs) and not torch.equal(ours, policy(batch).dist.logits.argmax(-1))
     with ppo.update_pass(policy):
-        assert torch.equal(policy(batch).act, policy(batch).dist.logits.argmax(-1))  # nobody reads it
+        out = policy(batch)
+        state = torch.get_rng_state()
+        assert "act" not in out and isinstance(out.dist, ppo.Categorical)
+        assert torch.equal(torch.get_rng_state(), state)
+
+
+def bandit_spaces():
+    probe = ContextBandit()
+    return probe.observation_space, probe.action_space
+
+
+# --- the categorical distribution ------------------------------------------------------------------
+
+
+def test_categorical_equals_torch_s_in_values_and_gradients():
+    torch.manual_seed(0)
+    raw = (3 * torch.randn(64, 256)).requires_grad_()
+    acts = torch.randint(0, 256, (64,))
+    ours, theirs = ppo.Categorical(raw), torch.distributions.Categorical(logits=raw)
+    for name in ("logits", "probs", "mode"):
+        torch.testing.assert_close(getattr(ours, name), getattr(theirs, name), msg=name)
+    torch.testing.assert_close(ours.log_prob(acts), theirs.log_prob(acts))
+    torch.testing.assert_close(ours.entropy(), theirs.entropy())
+    assert ours.batch_shape == theirs.batch_shape and ours.event_shape == theirs.event_shape
+    grads = []
+    for dist in (ours, theirs):
+        loss = (dist.log_prob(acts) * torch.linspace(-1, 1, 64)).sum() - 0.01 * dist.entropy().sum()
+        grads.append(torch.autograd.grad(loss, raw)[0])
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_categorical_samples_each_row_exactly_and_independently():
+    """The inverse-CDF draw: each row follows its own distribution (zero-probability actions never drawn,
+    either end), and rows drawn in one call are independent of each other."""
+    probs = torch.tensor([[0.0, 0.1, 0.0, 0.3, 0.6, 0.0], [0.5, 0.0, 0.25, 0.0, 0.0, 0.25]])
+    n = 100_000
+    logits = probs.log().clamp(min=-1e4).expand(n, 2, 6)  # (n, 2 rows, 6 actions): 2n rows per call
+    torch.manual_seed(0)
+    drawn = ppo.Categorical(logits).sample()
+    assert drawn.shape == (n, 2) and drawn.dtype == torch.int64
+    for row in range(2):
+        counts = torch.bincount(drawn[:, row], minlength=6).double()
+        expected = n * probs[row].double()
+        assert torch.all(counts[expected == 0] == 0)
+        sigma = (expected * (1 - probs[row].double())).sqrt()
+        assert torch.all((counts - expected).abs() <= 5 * sigma + 1e-9), (row, counts, expected)
+    joint = torch.bincount(drawn[:, 0] * 6 + drawn[:, 1], minlength=36).double().reshape(6, 6)
+    expected = n * torch.outer(probs[0], probs[1]).double()
+    sigma = (expected * (1 - expected / n)).sqrt()
+    assert torch.all((joint - expected).abs() <= 5 * sigma + 1e-9), (joint, expected)
+    # One draw per row, drawn afresh in each call; several draws per row (a sample shape) are torch's.
+    assert not torch.equal(ppo.Categorical(logits[:50]).sample(), ppo.Categorical(logits[:50]).sample())
+    assert ppo.Categorical(logits[:5]).sample((3,)).shape == (3, 5, 2)
+    assert ppo.Categorical(torch.zeros(6)).sample().shape == ()
