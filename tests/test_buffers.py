@@ -1,6 +1,7 @@
 """SlotReplayBuffer gives Tianshou's VectorReplayBuffer's answers, without its loops."""
 
 import numpy as np
+import pytest
 from tianshou.data import Batch, VectorReplayBuffer
 
 from marlgen.buffers import SlotReplayBuffer
@@ -34,7 +35,7 @@ def test_next_prev_unfinished_match_tianshou():
 
 def test_samples_are_uniform_over_stored_transitions():
     buf = filled(SlotReplayBuffer, 25)
-    stored = set(VectorReplayBuffer.sample_indices(buf, 0).tolist())  # Tianshou's "all indices"
+    stored = set(filled(VectorReplayBuffer, 25).sample_indices(0).tolist())  # Tianshou's "all indices"
     draws = buf.sample_indices(60_000)
     assert set(draws.tolist()) == stored
     counts = np.bincount(draws, minlength=30)[sorted(stored)]
@@ -68,3 +69,98 @@ def test_null_check_answers_as_tianshou_s():
     stale.rew[:] = np.nan  # storage only: after a reset no stored transition holds it
     stale.reset(keep_statistics=True)
     assert not stale.hasnull()
+
+
+# --- add: every sub-buffer's state at once ---------------------------------------------------------
+
+
+def random_add(rng, n_sub: int, roles: int, rew_dtype):
+    """One add of a random subset of sub-buffers (in random order), random episode ends, rewards as
+    scalars (roles=0) or (slots, roles) vectors."""
+    ids = rng.permutation(n_sub)[: rng.integers(1, n_sub + 1)]
+    n = len(ids)
+    rew = rng.normal(size=(n, roles) if roles else n).astype(rew_dtype)
+    terminated, truncated = rng.random(n) < 0.2, rng.random(n) < 0.1
+    step = Batch(obs=rng.random((n, 3)).astype(np.float32), act=rng.integers(0, 5, n), rew=rew,
+                 terminated=terminated, truncated=truncated, obs_next=rng.random((n, 3)).astype(np.float32),
+                 info=Batch(score=rng.random(n)))  # fmt: skip
+    return step, ids
+
+
+def assert_same_buffers(ours, theirs):
+    np.testing.assert_array_equal(ours.last_index, theirs.last_index)
+    np.testing.assert_array_equal(ours._lengths, theirs._lengths)
+    assert len(ours) == len(theirs)
+    stored = VectorReplayBuffer.sample_indices(theirs, 0)
+    np.testing.assert_array_equal(ours.sample_indices(0), stored)
+    np.testing.assert_array_equal(ours.sample_indices(None), stored)
+    if len(stored):
+        for key in ("obs", "act", "rew", "terminated", "truncated", "done", "obs_next"):
+            np.testing.assert_array_equal(ours[stored][key], theirs[stored][key], err_msg=key)
+        np.testing.assert_array_equal(ours[stored].info.score, theirs[stored].info.score)
+        every = np.arange(ours.maxsize)
+        np.testing.assert_array_equal(ours.next(every), theirs.next(every))
+        np.testing.assert_array_equal(ours.prev(every), theirs.prev(every))
+    np.testing.assert_array_equal(ours.unfinished_index(), theirs.unfinished_index())
+
+
+def assert_same_add(ours, theirs, step, ids):
+    mine, tianshou = ours.add(step, buffer_ids=ids), theirs.add(step, buffer_ids=ids)
+    for name, a, b in zip(("insertion", "return", "length", "start"), mine, tianshou, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+        assert a.dtype == b.dtype and a.shape == b.shape, (name, a.dtype, b.dtype, a.shape, b.shape)
+
+
+def test_add_stores_and_returns_what_tianshou_s_does():
+    """Random adds to random sub-buffer subsets, episodes ending at random, far past wrap-around,
+    with resets (keeping the episode statistics, as Tianshou's on-policy trainer does, or not) and a
+    pickle round trip (checkpoints) in between: the same storage, indices and returns as Tianshou's."""
+    import pickle
+
+    for seed, (n_sub, size, roles, dtype) in enumerate([(5, 4, 0, np.float64), (7, 3, 2, np.float32),
+                                                         (272, 8, 2, np.float32)]):  # fmt: skip
+        rng = np.random.default_rng(seed)
+        ours, theirs = SlotReplayBuffer(n_sub * size, n_sub), VectorReplayBuffer(n_sub * size, n_sub)
+        for t in range(60):
+            step, ids = random_add(rng, n_sub, roles, dtype)
+            assert_same_add(ours, theirs, step, ids)
+            assert_same_buffers(ours, theirs)
+            if t % 17 == 16:
+                keep = bool(t % 2)
+                ours.reset(keep_statistics=keep)
+                theirs.reset(keep_statistics=keep)
+                assert_same_buffers(ours, theirs)
+            if t == 30:
+                ours = pickle.loads(pickle.dumps(ours))
+        # Every slot at once (buffer_ids=None), as the lockstep collector adds.
+        step, _ = random_add(np.random.default_rng(seed), n_sub, roles, dtype)
+        step = Batch.cat([step] * n_sub)[:n_sub] if len(step) < n_sub else step[:n_sub]
+        assert_same_add(ours, theirs, step, None)
+        assert_same_buffers(ours, theirs)
+
+
+def test_buffer_pickled_before_the_state_arrays_carries_on():
+    """A checkpoint of an older marlgen holds the sub-buffers' state in the sub-buffer objects only:
+    unpickled, the buffer takes it over and carries on as Tianshou's would."""
+    rng = np.random.default_rng(3)
+    ours, theirs = SlotReplayBuffer(7 * 3, 7), VectorReplayBuffer(7 * 3, 7)
+    for _ in range(10):
+        step, ids = random_add(rng, 7, 2, np.float32)
+        ours.add(step, buffer_ids=ids)
+        theirs.add(step, buffer_ids=ids)
+    old = {k: v for k, v in vars(ours).items() if not k.startswith("_sub_")}
+    for part, twin in zip(old["buffers"], theirs.buffers, strict=True):  # the state the old add kept there
+        vars(part).update({k: getattr(twin, k) for k in ("_insertion_idx", "_size", "_ep_return", "_ep_len",
+                                                         "_ep_start_idx")})  # fmt: skip
+    revived = SlotReplayBuffer.__new__(SlotReplayBuffer)
+    revived.__setstate__(old)
+    for _ in range(20):
+        step, ids = random_add(rng, 7, 2, np.float32)
+        assert_same_add(revived, theirs, step, ids)
+        assert_same_buffers(revived, theirs)
+
+
+def test_add_refuses_one_sub_buffer_twice():
+    step, _ = random_add(np.random.default_rng(0), 5, 0, np.float64)
+    with pytest.raises(ValueError, match="appears twice"):
+        SlotReplayBuffer(20, 5).add(step[:2], buffer_ids=[1, 1])

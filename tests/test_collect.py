@@ -42,6 +42,17 @@ def test_buffer_gives_lengths_only_inside_its_context():
     assert isinstance(buffer[np.array([0])], Batch)  # and a real batch again outside
 
 
+def test_episode_lengths_only_equal_the_lengths_of_tianshou_s_episode_indices():
+    buffer = SlotReplayBuffer(12, 3)  # sub-buffers of 4: [0, 4), [4, 8), [8, 12)
+    for lo in (0, 4, 8):
+        for start in range(lo, lo + 4):
+            for stop in range(lo + 1, lo + 5):  # an episode's last index + 1, across the end or not
+                indices = buffer.get_buffer_indices(start, stop)
+                with buffer.lengths_only():
+                    episode = buffer[buffer.get_buffer_indices(start, stop)]
+                assert isinstance(episode, EpisodeLength) and len(episode) == len(indices), (start, stop)
+
+
 TINY = ["train.n_envs=2", "train.epochs=1", "train.steps_per_epoch=600", "train.steps_per_collect=300"]
 
 
