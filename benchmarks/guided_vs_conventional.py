@@ -45,7 +45,9 @@ METHODS = {
 # (marlgen.guided.greedy_mixture_figures), for either method (conventional: the final model only).
 FIELDS = ("updates", "modes_covered", "modes_total", "high_quality_fraction", "reverse_kl",
           "mixture_modes_covered", "mixture_high_quality_fraction", "team_modes_covered",
-          "dmix_modes_covered", "dmix_high_quality_fraction", "dmix_regions")  # fmt: skip
+          "dmix_modes_covered", "dmix_high_quality_fraction", "dmix_regions",
+          "normal_modes_covered", "normal_high_quality_fraction",
+          "dreg_modes_covered", "dreg_high_quality_fraction", "dreg_regions", "within_mode_std")  # fmt: skip
 COLOURS = {"conventional": "tab:gray", "guided": "tab:blue", "greedy": "tab:orange"}
 
 
@@ -82,6 +84,8 @@ def run_one(
                 parts.model, parts.assigner, anchors, parts.dataset.samples, cfg.model.guided,
                 cfg.eval.budget, cfg.seed + 1,
             ))  # fmt: skip
+        if curve and hasattr(parts.model, "discriminate"):
+            curve[-1].update(final_sampler_figures(parts, cfg))
         (run_dir / "model_curve.json").write_text(json.dumps(curve, indent=2) + "\n")
         save_final_samples(run_dir / "final_prior.npz", parts, cfg)
         # the trained model itself, for looking at it afterwards (its latent map, say) without retraining
@@ -91,6 +95,26 @@ def run_one(
 
     run(cfg, make_run_dir(cfg), progress=progress)
     return json.loads((run_dir / "model_curve.json").read_text())
+
+
+def final_sampler_figures(parts, cfg) -> dict:
+    """For either method's final GAN: a pure region sampler from its own discriminator and the labels
+    (``dreg_*``, what ``sampler=regions`` gives a guided model), and on mixtures the high-quality samples'
+    spread within their modes over the true std (near 1: modes as wide as the data's; near 0: collapsed)."""
+    from marlgen.build import make_env
+    from marlgen.evaluate import prior
+    from marlgen.guided import discriminator_region_figures
+    from marlgen.metrics import within_mode_spread
+
+    anchors = make_env(cfg, parts).anchors
+    out = discriminator_region_figures(parts.model, parts.assigner, anchors, parts.dataset.samples,
+                                       cfg.model.guided, cfg.eval.budget, cfg.seed + 1)  # fmt: skip
+    std = getattr(parts.assigner, "std", None)
+    if std is not None:
+        rollout = prior(parts.model, parts.assigner, cfg.eval.budget, cfg.seed + 1)
+        good = rollout.modes >= 0
+        out["within_mode_std"] = within_mode_spread(rollout.samples[good], rollout.modes[good]) / float(std)
+    return out
 
 
 def save_final_samples(path: Path, parts, cfg) -> None:

@@ -109,8 +109,9 @@ class GuidedConfig:
     # real samples; its mode is the assigner's label without the quality bar). marlgen.guided, docs/guided.md.
     quality: str = "assigner"
     disc_quantile: float = 0.05  # discriminator gate: the share of real samples it would reject
-    # The last `consolidate` generator updates train the discriminator against the N(0, I) fakes alone
-    # (the sampler that is evaluated), not the learned mixture; regions, classifier and weights stay. 0: none.
+    # The last `consolidate` generator updates train the discriminator against the model's own sampler
+    # alone (the one that is evaluated: N(0, I), or the regions with sampler=regions), not the learned
+    # mixture of both; regions, classifier and weights stay. 0: none.
     consolidate: int = 0
     # How the round's trained team is rolled out to name the regions, the vacancies and the weights:
     # greedy (its most likely anchors, the same in every episode) or sample (drawn from its policy).
@@ -131,6 +132,12 @@ class GuidedConfig:
     # regions only for modes not yet held, on free anchors: the latent patch the model was taught for a mode
     # is not handed to another mode or dropped when a sampled rollout happens to favour another anchor.
     keep_regions: bool = False
+    # What the guided model samples from: prior (N(0, I), as the conventional model) or regions (the
+    # mixture of its latent regions, each weighted by its mode's share of the data: a learned, disconnected
+    # prior as in DeLiGAN or MGAN, so the generator need not decode latent mass between modes). With
+    # regions, the consolidate updates train on region latents alone and every "prior" figure samples
+    # the mixture; the N(0, I) figures stay beside them (normal_*). marlgen.models.latent_prior.
+    sampler: str = "prior"
 
 
 @dataclass
@@ -301,6 +308,7 @@ CHOICES = {
     "model.guided.regions": ("all", "per_mode"),
     "model.guided.specialise_to": ("region", "mode"),
     "model.guided.specialise_regions": ("all", "vacancies"),
+    "model.guided.sampler": ("prior", "regions"),
     "eval.actions": ("sample", "greedy"),
 }
 POSITIVE = (

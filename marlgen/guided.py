@@ -173,6 +173,32 @@ def reward_weights(histogram: np.ndarray, reward_cfg, eta: float) -> np.ndarray:
     return w / w.mean()
 
 
+def region_weights(plan: RoundPlan, real_modes: np.ndarray, n_modes: int) -> np.ndarray:
+    """(R,) each region's share of the learned prior (``sampler=regions``): the share of the real samples
+    in the mode it stands for, split evenly among that mode's regions, so the prior's modes come in the
+    data's proportions."""
+    if len(plan.regions) == 0:
+        raise ValueError(
+            "model.guided.sampler=regions: the round named no region (the team delivered no good sample "
+            "and vacancies are off), so there is no mixture to sample: set model.guided.vacancies=true"
+        )
+    share = np.bincount(real_modes[real_modes >= 0], minlength=n_modes).astype(np.float64)
+    share /= share.sum()
+    modes = np.asarray(plan.region_modes, np.int64)
+    per_region = share[modes] / np.bincount(modes, minlength=n_modes)[modes]
+    return per_region / per_region.sum()
+
+
+def normal_figures(model, assigner, budget: int, seed: int) -> dict:
+    """The prior figures of N(0, I) latents whatever the model's own prior (``normal_*`` keys): the
+    same draw as :func:`marlgen.evaluate.prior_figures` of a model whose prior is N(0, I)."""
+    z = torch.randn(budget, model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    with torch.inference_mode():
+        modes = assigner(model.decode(z).numpy())
+    figures = metrics.mode_figures(modes, assigner.n_modes)
+    return {f"normal_{k}": v for k, v in figures.items() if k != "modes_total"}
+
+
 def decode_anchors(model, anchors: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         return model.decode(torch.as_tensor(anchors)).numpy()  # (K, *data_shape)
@@ -232,22 +258,42 @@ def plan_from_team(
     previous: RoundPlan | None = None,
 ) -> RoundPlan:
     good = rollout.accepted & (rollout.modes >= 0)
-    regions = np.unique(rollout.choice[good])
-    if gcfg.regions == "per_mode":  # one region per delivered mode: the anchor that delivered it most
-        regions = np.asarray(
-            [np.bincount(rollout.choice[good & (rollout.modes == j)]).argmax()
-             for j in np.unique(rollout.modes[good])], np.int64,
-        )  # fmt: skip
     covered = np.zeros(n_modes, bool)
     covered[np.unique(rollout.modes[good])] = True
     histogram = (
         np.mean(histograms, axis=0) if histograms else np.bincount(rollout.modes[good], minlength=n_modes)
     )
-    region_modes = np.asarray(
-        [np.bincount(rollout.modes[good & (rollout.choice == k)]).argmax() for k in regions], np.int64
-    )  # the mode each region's anchor delivered most
+    if gcfg.regions == "per_mode":
+        regions, region_modes = per_mode_pairs(
+            rollout.choice[good], rollout.modes[good], len(decoded), n_modes
+        )
+    else:
+        regions = np.unique(rollout.choice[good])
+        region_modes = np.asarray(
+            [np.bincount(rollout.modes[good & (rollout.choice == k)]).argmax() for k in regions], np.int64
+        )  # the mode each region's anchor delivered most
     return _plan(regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, reward_cfg,
                  region_modes, previous)  # fmt: skip
+
+
+def per_mode_pairs(choice: np.ndarray, modes: np.ndarray, n_anchors: int, n_modes: int):
+    """One region per delivered mode, each on its own anchor: (anchor, mode) pairs taken greedily by how
+    many good samples the anchor delivered of the mode, so every mode gets the anchor that delivered it
+    most unless a mode it delivered more already holds that anchor (then its next best). An anchor
+    whose samples straddle two modes cannot stand for both: one latent patch can be only one mode. A
+    delivered mode whose every anchor is held gets no region here and becomes a vacancy (``_plan``)."""
+    counts = np.zeros((n_modes, n_anchors), np.int64)
+    np.add.at(counts, (modes, choice), 1)
+    pairs, mode_free, anchor_free = [], np.ones(n_modes, bool), np.ones(n_anchors, bool)
+    for flat in np.argsort(-counts, axis=None, kind="stable"):
+        j, k = divmod(int(flat), n_anchors)
+        if counts[j, k] == 0:
+            break
+        if mode_free[j] and anchor_free[k]:
+            pairs.append((k, j))
+            mode_free[j] = anchor_free[k] = False
+    pairs.sort(key=lambda p: p[1])  # by mode, as before
+    return np.asarray([k for k, _ in pairs], np.int64), np.asarray([j for _, j in pairs], np.int64)
 
 
 def plan_greedy(decoded_modes: np.ndarray, decoded, centroids, n_modes, episode_budget, gcfg, reward_cfg,
@@ -288,8 +334,10 @@ def _plan(regions, covered, histogram, decoded, decoded_modes, centroids, gcfg, 
     # Regions on modes nobody delivered this round count as vacancies, kept ones first, and come last.
     delivered = [p for p in pairs if covered[p[1]]]
     lost = [p for p in pairs if not covered[p[1]]]
-    held = {j for _, j in lost}
-    uncovered = np.asarray([j for j in np.flatnonzero(~covered) if j not in held], np.int64)
+    held = {j for _, j in pairs}
+    # Modes nobody delivered, and (per_mode) delivered modes left without an anchor of their own.
+    homeless = covered & (gcfg.regions == "per_mode")
+    uncovered = np.asarray([j for j in np.flatnonzero(~covered | homeless) if j not in held], np.int64)
     taken = np.asarray([k for k, _ in pairs], np.int64)
     vacant = vacancy_pairs(decoded, decoded_modes, taken, uncovered, centroids) if gcfg.vacancies else []
     pairs = delivered + lost + vacant
@@ -334,9 +382,12 @@ class GuidedUpdater:
         self.head_optimizer = torch.optim.Adam(self.head.parameters(), lr=model_cfg.lr, betas=(0.5, 0.999))
         self.generator = torch.Generator().manual_seed(seed)
 
-    def run(self, n_updates: int, plan: RoundPlan, prior_only: bool = False) -> dict[str, float]:
+    def run(self, n_updates: int, plan: RoundPlan, sampler_only: bool = False,
+            region_draw: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
         """``n_updates`` generator updates; the model is trainable inside and frozen again after.
-        ``prior_only``: the discriminator trains against the N(0, I) fakes alone (``consolidate``)."""
+        ``sampler_only``: the discriminator trains against the model's own sampler alone (``consolidate``):
+        the N(0, I) fakes, or (``sampler=regions``) region latents only. ``region_draw`` (R,): each
+        region's share of the region latents (None: uniform)."""
         w = torch.as_tensor(plan.mode_weights, dtype=torch.float32)
         draw = torch.where(self.real_modes >= 0, w[self.real_modes.clamp_min(0)], torch.ones(()))  # (n,)
         regions = torch.as_tensor(plan.regions)
@@ -348,39 +399,48 @@ class GuidedUpdater:
         pulled = None  # specialise_regions=vacancies: the regions the specialisation term acts on
         if self.gcfg.specialise_regions == "vacancies":
             pulled = torch.arange(len(regions)) >= len(regions) - plan.n_vacancies  # vacancies come last
+        region_draw = None if region_draw is None else torch.as_tensor(region_draw, dtype=torch.float32)
         self.model.train()  # batch norm (conv GANs) trains on batch statistics, as in pretraining
         self.model.requires_grad_(True)
         losses: dict[str, float] = {}
         try:
             for _ in range(n_updates):
-                losses = self.step(draw, regions, prior_only, targets, pulled)
+                losses = self.step(draw, regions, sampler_only, targets, pulled, region_draw)
         finally:
             self.model.eval()
             self.model.requires_grad_(False)
         return losses
 
-    def step(self, draw: Tensor, regions: Tensor, prior_only: bool = False, targets: Tensor | None = None,
-             pulled: Tensor | None = None) -> dict[str, float]:  # fmt: skip
+    def step(self, draw: Tensor, regions: Tensor, sampler_only: bool = False,
+             targets: Tensor | None = None, pulled: Tensor | None = None,
+             region_draw: Tensor | None = None) -> dict[str, float]:  # fmt: skip
         """One update. ``targets`` (specialise_to=mode): the mode each region stands for; ``pulled``
-        (R,) bool: the regions the specialisation term acts on (None: all)."""
+        (R,) bool: the regions the specialisation term acts on (None: all); ``region_draw`` (R,): the
+        regions' shares (None: uniform)."""
         model, g, b = self.model, self.generator, self.batch_size
         real_idx = torch.multinomial(draw, b, replacement=True, generator=g)  # (B,)
         real = self.real[real_idx]  # (B, *data_shape)
-        n_reg = int(round(b * self.gcfg.region_fraction)) if len(regions) else 0
-        pick = torch.randint(len(regions), (n_reg,), generator=g)  # (R,) region of each region latent
+        # sampler=regions, consolidating: the whole fake batch comes from the regions, the model's sampler.
+        regions_only = sampler_only and self.gcfg.sampler == "regions" and len(regions) > 0
+        n_prior = 0 if regions_only else b
+        n_reg = (b if regions_only else int(round(b * self.gcfg.region_fraction))) if len(regions) else 0
+        if region_draw is None:
+            pick = torch.randint(len(regions), (n_reg,), generator=g)  # (R,) region of each region latent
+        else:
+            pick = torch.multinomial(region_draw, max(n_reg, 1), replacement=True, generator=g)[:n_reg]
         label = regions[pick]  # (R,) anchor of each region latent
         noise = self.gcfg.region_spread * torch.randn(n_reg, model.latent_dim, generator=g)
         z = torch.cat(
-            [torch.randn(b, model.latent_dim, generator=g), self.anchors[label] + noise]
-        )  # (B+R, d)
-        fake = model.decode(z)  # (B + R, *data_shape): prior samples, then region samples
+            [torch.randn(n_prior, model.latent_dim, generator=g), self.anchors[label] + noise]
+        )  # (n_prior + R, d)
+        fake = model.decode(z)  # (n_prior + R, *data_shape): prior samples, then region samples
         bce = F.binary_cross_entropy_with_logits
 
         # Real against every fake, region samples included: the model being trained is the generator
         # under the learned mixture prior, and that mixture is what must match the (reweighted) data.
-        # prior_only (the final ``consolidate`` updates): against the N(0, I) fakes alone, the sampler
-        # that is evaluated, so that it, not the mixture, is what must match the data.
-        judged = fake[:b] if prior_only else fake
+        # sampler_only (the final ``consolidate`` updates): against the model's own sampler alone, the one
+        # that is evaluated: the N(0, I) fakes (sampler=prior) or the regions (sampler=regions).
+        judged = fake[:b] if sampler_only and not regions_only else fake
         logits_real, logits_fake = model.discriminate(real), model.discriminate(judged.detach())
         loss_d = bce(logits_real, torch.ones_like(logits_real)) + bce(
             logits_fake, torch.zeros_like(logits_fake)
@@ -394,19 +454,19 @@ class GuidedUpdater:
             _update(self.head_optimizer, loss_q)
             label = targets[pick]  # the generator is pulled towards each region's mode
         elif spec:
-            loss_q = F.cross_entropy(self.head(fake[b:].detach()), label)
+            loss_q = F.cross_entropy(self.head(fake[n_prior:].detach()), label)
             _update(self.head_optimizer, loss_q)
 
-        logits_gen = model.discriminate(fake)  # (B + R,) non-saturating: prior and region samples alike
+        logits_gen = model.discriminate(fake)  # (n_prior + R,) non-saturating: prior and region samples alike
         loss_g = bce(logits_gen, torch.ones_like(logits_gen))
         out = {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
         if spec:
             if pulled is None:
-                loss_spec = F.cross_entropy(self.head(fake[b:]), label)
+                loss_spec = F.cross_entropy(self.head(fake[n_prior:]), label)
             else:  # only the pulled regions' samples, each weighted as in the mean over all
                 sel = pulled[pick]
                 loss_spec = (
-                    F.cross_entropy(self.head(fake[b:][sel]), label[sel], reduction="sum") / n_reg
+                    F.cross_entropy(self.head(fake[n_prior:][sel]), label[sel], reduction="sum") / n_reg
                     if bool(sel.any())
                     else torch.zeros(())
                 )
@@ -460,6 +520,31 @@ def discriminator_regions(model, assigner, anchors: np.ndarray, real: np.ndarray
     regions = [int(np.flatnonzero(ok & (labels == j))[np.argmax(logits[ok & (labels == j)])])
                for j in np.unique(labels[ok])]  # fmt: skip
     return np.asarray(regions, np.int64)
+
+
+def discriminator_region_figures(model, assigner, anchors, real, gcfg, budget: int, seed: int) -> dict:
+    """A pure region sampler built after training for any GAN (``dreg_*`` keys): latents only around
+    :func:`discriminator_regions`' anchors, each weighted by its label's share of the real samples,
+    spread ``region_spread``. It is what ``sampler=regions`` gives a guided model, made from the GAN's own
+    discriminator and the labels instead of the team, so a conventional GAN can be given it too."""
+    regions = discriminator_regions(model, assigner, anchors, real, gcfg.disc_quantile)
+    if len(regions) == 0:
+        return {"dreg_regions": 0}
+    labels = mode_labels(assigner)
+    region_modes = labels(decode_anchors(model, anchors[regions]))
+    real_labels = np.asarray(labels(real), np.int64)
+    share = np.bincount(real_labels[real_labels >= 0], minlength=assigner.n_modes)[region_modes] + 1e-12
+    g = torch.Generator().manual_seed(seed)
+    weights = torch.as_tensor(share / share.sum(), dtype=torch.float32)
+    pick = torch.multinomial(weights, budget, replacement=True, generator=g)
+    z = torch.as_tensor(anchors[regions])[pick] + gcfg.region_spread * torch.randn(
+        budget, model.latent_dim, generator=g
+    )
+    with torch.inference_mode():
+        modes = assigner(model.decode(z).numpy())
+    figures = metrics.mode_figures(modes, assigner.n_modes)
+    out = {f"dreg_{k}": v for k, v in figures.items() if k != "modes_total"}
+    return {**out, "dreg_regions": len(regions)}
 
 
 def greedy_mixture_figures(model, assigner, anchors, real, gcfg, budget: int, seed: int) -> dict:
@@ -544,16 +629,25 @@ def guide(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
                 decoded_modes, decoded, centroids, assigner.n_modes, budget, gcfg, cfg.env.reward,
                 previous=plan if gcfg.keep_regions else None,
             )  # fmt: skip
-        # The last gcfg.consolidate updates of all: the discriminator sees the N(0, I) fakes alone.
-        start_prior_only = cfg.model.train_steps - gcfg.consolidate
-        n_prior_only = min(n_updates, max(0, updates + n_updates - start_prior_only))
-        losses = updater.run(n_updates - n_prior_only, plan) if n_updates > n_prior_only else {}
-        if n_prior_only:
-            losses = updater.run(n_prior_only, plan, prior_only=True)
+        # sampler=regions: the regions, each weighted by its mode's share of the data, are the model's prior.
+        region_draw = None
+        if gcfg.sampler == "regions":
+            region_draw = region_weights(plan, real_modes, assigner.n_modes)
+        # The last gcfg.consolidate updates of all: the discriminator sees the model's own sampler alone.
+        start_sampler_only = cfg.model.train_steps - gcfg.consolidate
+        n_sampler_only = min(n_updates, max(0, updates + n_updates - start_sampler_only))
+        losses = {}
+        if n_updates > n_sampler_only:
+            losses = updater.run(n_updates - n_sampler_only, plan, region_draw=region_draw)
+        if n_sampler_only:
+            losses = updater.run(n_sampler_only, plan, sampler_only=True, region_draw=region_draw)
+        if region_draw is not None:
+            model.latent_prior.set_mixture(anchors[plan.regions], region_draw, gcfg.region_spread)
         updates += n_updates
         row.update(
             updates=updates,
             **prior_figures(model, assigner, cfg.eval.budget, measure_seed),
+            **normal_figures(model, assigner, cfg.eval.budget, measure_seed),
             **mixture_figures(model, assigner, anchors, plan, gcfg, cfg.eval.budget, measure_seed),
             **greedy_mixture_figures(model, assigner, anchors, real, gcfg, cfg.eval.budget, measure_seed),
             regions=len(plan.regions),

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from marlgen.build import make_env
 from marlgen.config import ConfigError, GuidedConfig, ModelConfig, load_scenario
 from marlgen.errors import CheckpointError
-from marlgen.evaluate import Rollout
+from marlgen.evaluate import Rollout, prior_figures
 from marlgen.guided import (
     DiscriminatorGate,
     GatedModes,
@@ -23,6 +24,7 @@ from marlgen.guided import (
     mode_centroids,
     mode_labels,
     plan_from_team,
+    region_weights,
     reward_weights,
     round_config,
     round_parts,
@@ -391,12 +393,12 @@ def test_consolidation_shows_the_discriminator_the_prior_s_fakes_alone(tmp_path,
     updater.run(1, plan)
     assert seen == [16, 24, 24]  # real; every fake (16 prior + 8 region); the generator's pass
     seen.clear()
-    updater.run(1, plan, prior_only=True)
+    updater.run(1, plan, sampler_only=True)
     assert seen == [16, 16, 24]  # the discriminator trains on the 16 prior fakes; the generator on all
 
     calls = []
-    monkeypatch.setattr(GuidedUpdater, "run", lambda self, n, plan, prior_only=False: calls.append(
-        (n, prior_only)) or {})  # fmt: skip
+    monkeypatch.setattr(GuidedUpdater, "run", lambda self, n, plan, sampler_only=False, region_draw=None:
+                        calls.append((n, sampler_only)) or {})  # fmt: skip
     cfg = load_scenario(GUIDED, [
         f"cache_dir={cache_dir}", "model.train_steps=260", "model.curve_every=100",
         "model.guided.warmup_steps=200", "model.guided.rounds=2", "model.guided.signal=greedy",
@@ -406,6 +408,66 @@ def test_consolidation_shows_the_discriminator_the_prior_s_fakes_alone(tmp_path,
     assert calls == [(20, False), (10, True), (30, True)]  # rounds of 30: the last 40 updates
     with pytest.raises(ConfigError, match="must not exceed the guided updates"):
         load_scenario(GUIDED, ["model.guided.consolidate=10001"])
+
+
+def test_region_sampler_consolidates_on_region_latents_alone(monkeypatch):
+    """sampler=regions: consolidating, the whole fake batch comes from the regions, in the given shares."""
+    torch.manual_seed(0)
+    model = MLPGAN((2,), latent_dim=2, hidden=8, depth=1)
+    real = np.random.default_rng(0).standard_normal((64, 2)).astype(np.float32)
+    anchors = np.array([[-5.0, 0.0], [5.0, 0.0], [0.0, 5.0]], np.float32)
+    gcfg = GuidedConfig(region_fraction=0.5, region_spread=0.01, sampler="regions")
+    updater = GuidedUpdater(model, real, np.zeros(64, np.int64), anchors, gcfg, ModelConfig(batch_size=16), 0)
+    seen, decoded = [], []
+    discriminate, decode = model.discriminate, model.decode
+    monkeypatch.setattr(model, "discriminate", lambda x: seen.append(len(x)) or discriminate(x))
+    monkeypatch.setattr(model, "decode", lambda z: decoded.append(z.detach().clone()) or decode(z))
+    plan = RoundPlan(np.array([0, 1]), 0, np.ones(1, bool), np.ones(1), np.ones(1))
+    updater.run(1, plan, region_draw=np.array([0.5, 0.5]))
+    assert seen == [16, 24, 24]  # before consolidating: N(0, I) and region fakes, as for sampler=prior
+    seen.clear(), decoded.clear()
+    updater.run(50, plan, sampler_only=True, region_draw=np.array([0.0, 1.0]))
+    assert seen[:3] == [16, 16, 16]  # real; 16 region fakes, no N(0, I) ones; the generator's pass
+    z = torch.cat(decoded)
+    assert torch.cdist(z, torch.as_tensor(anchors[[1]])).max() < 0.1  # only region 1 (share 1)
+
+
+def test_region_weights_give_each_mode_its_share_of_the_data():
+    plan = RoundPlan(np.array([4, 7, 9]), 0, np.ones(2, bool), np.ones(2), np.ones(2),
+                     region_modes=np.array([0, 1, 1]))  # fmt: skip
+    real_modes = np.array([0, 0, 0, 1, -1])  # mode 0 holds 3 of the 4 labelled samples
+    assert np.allclose(region_weights(plan, real_modes, 2), [0.75, 0.125, 0.125])
+    empty = RoundPlan(np.zeros(0, np.int64), 0, np.zeros(2, bool), np.ones(2), np.ones(2),
+                      region_modes=np.zeros(0, np.int64))  # fmt: skip
+    with pytest.raises(ValueError, match="vacancies=true"):
+        region_weights(empty, real_modes, 2)
+
+
+def test_region_sampler_becomes_the_guided_model_s_prior(tmp_path, cache_dir):
+    """sampler=regions through guide: after each round the model samples the plan's regions, so its
+    "prior" figures are the mixture's; the N(0, I) figures are kept beside them (normal_*)."""
+    from marlgen.build import build_parts
+    from marlgen.guided import guide
+
+    cfg = load_scenario(GUIDED, [
+        f"cache_dir={cache_dir}", "model.train_steps=260", "model.guided.warmup_steps=200",
+        "model.guided.rounds=2", "model.guided.signal=greedy", "model.guided.sampler=regions",
+        "model.guided.consolidate=30", "eval.budget=300",
+    ])  # fmt: skip
+    parts = build_parts(cfg, progress=False)
+    assert parts.model.latent_prior.is_normal
+    history = guide(cfg, parts, tmp_path, progress=False, log=lambda *a: None).history
+    prior = parts.model.latent_prior
+    assert not prior.is_normal and len(prior.means) == history[-1]["regions"]
+    assert abs(float(prior.spread) - cfg.model.guided.region_spread) < 1e-7
+    assert all("normal_high_quality_fraction" in row for row in history[1:])
+    anchors = make_env(cfg, parts).anchors
+    assert all(any(np.allclose(m, a) for a in anchors) for m in prior.means.numpy())  # each on an anchor
+    prior.clear()  # the same draw from N(0, I) is what normal_* counted
+    assert (
+        prior_figures(parts.model, parts.assigner, 300, cfg.seed + 1)["high_quality_fraction"]
+        == (history[-1]["normal_high_quality_fraction"])
+    )
 
 
 def test_rounds_roll_the_team_out_by_sampling_when_asked(tmp_path, cache_dir, monkeypatch):
@@ -458,6 +520,20 @@ def test_per_mode_regions_keep_the_anchor_that_delivered_each_mode_most():
     assert one.regions.tolist() == [5, 7] and one.covered.tolist() == [True, True, False]
     with pytest.raises(ConfigError, match="regions"):
         load_scenario(GUIDED, ["model.guided.regions=some"])
+
+
+def test_per_mode_regions_never_share_an_anchor_between_two_modes():
+    """Anchor 5 delivered mode 0 three times and mode 1 twice: it stands for mode 0, mode 1 takes its
+    next best anchor (6); mode 2, delivered only from anchor 5, becomes a vacancy on a free anchor."""
+    rollout = one_agent_rollout(modes=[0, 0, 0, 1, 1, 1, 2], accepted=[1] * 7, choice=[5, 5, 5, 5, 5, 6, 5])
+    decoded = np.zeros((8, 2), np.float32)
+    decoded[3] = [9.0, 9.0]  # the free anchor decoding nearest mode 2's centroid
+    centroids = np.array([[0.0, 0.0], [1.0, 1.0], [9.0, 9.0]])
+    gcfg = GuidedConfig(regions="per_mode", specialise_to="mode")
+    plan = plan_from_team(rollout, [np.array([3, 3, 1])], decoded, np.full(8, -1), centroids, 3, gcfg, REWARD)
+    pairs = list(zip(plan.regions.tolist(), plan.region_modes.tolist(), strict=True))
+    assert pairs == [(5, 0), (6, 1), (3, 2)]
+    assert plan.n_vacancies == 1 and plan.covered.all()
 
 
 def test_kept_regions_hold_their_modes_and_new_ones_fill_the_rest():

@@ -230,3 +230,33 @@ def test_ema_keys_the_cache_only_when_set_and_needs_a_gan():
         load_scenario(ROOT / "scenarios/gmm_ring8.yaml", ["model.ema=0.99", "model=vae"])
     with pytest.raises(ConfigError, match="model.ema"):
         load_scenario(ROOT / "scenarios/gmm_grid25_guided.yaml", ["model.ema=1.0"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_learned_latent_prior_is_sampled_saved_and_loaded(kind):
+    """sample_prior draws N(0, I) exactly as before until a mixture is set; then only around its
+    regions, in their weights; the mixture travels in the state dict, and a state saved before learned
+    priors existed (no latent_prior keys) loads as N(0, I)."""
+    model = build_model(vars(tiny_cfg(kind)), data_shape_for(kind)).eval()
+    z = torch.randn(6, 2, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(model.sample_prior(6, torch.Generator().manual_seed(3)), model.decode(z))
+    old_state = {k: v for k, v in model.state_dict().items() if not k.startswith("latent_prior.")}
+
+    means = torch.tensor([[-3.0, 0.0], [3.0, 0.0], [0.0, 3.0]])
+    model.latent_prior.set_mixture(means, torch.tensor([1.0, 3.0, 0.0]), spread=0.01)
+    latents = model.latent_prior.sample(4000, torch.Generator().manual_seed(0))
+    nearest = torch.cdist(latents, means).argmin(1)
+    assert torch.cdist(latents, means).min(1).values.max() < 0.1  # only around the regions
+    assert abs((nearest == 1).float().mean().item() - 0.75) < 0.03 and not (nearest == 2).any()
+
+    reloaded = build_model(vars(tiny_cfg(kind)), data_shape_for(kind)).eval()
+    reloaded.load_state_dict(model.state_dict())
+    assert torch.equal(reloaded.latent_prior.means, means) and not reloaded.latent_prior.is_normal
+    with torch.no_grad():
+        g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        assert torch.equal(reloaded.sample_prior(8, g1), model.sample_prior(8, g2))
+    reloaded.load_state_dict(old_state)
+    assert reloaded.latent_prior.is_normal
+    with pytest.raises(ValueError, match="at least one region"):
+        model.latent_prior.set_mixture(torch.zeros(0, 2), torch.zeros(0), 0.1)

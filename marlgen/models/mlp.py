@@ -5,7 +5,8 @@ need to know which kind they hold:
 
 - ``latent_dim`` and ``data_shape``;
 - ``decode(z)``: latents to data, deterministic (the environment's agents pick the latents);
-- ``sample_prior(n, generator)``: decode of N(0, I) latents (the baseline the agents must beat);
+- ``sample_prior(n, generator)``: decode of latents from the model's own prior (the baseline the agents
+  must beat): N(0, I), or the mixture of latent regions guided training set (``latent_prior``);
 - ``make_optimizers(lr)`` and ``training_step(real, optimizers, generator)``: one gradient step.
 
 GANs may keep an exponential moving average of their generator's weights (``model.ema``,
@@ -22,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from marlgen.models.latent_prior import LatentPrior
 
 
 def mlp(
@@ -51,6 +54,7 @@ class LatentModel(nn.Module):
         # grid (means at +-4). Buffers: saved in checkpoints, identity until fit_normalizer is called.
         self.register_buffer("data_mean", torch.zeros(self.data_shape))  # (*data_shape)
         self.register_buffer("data_scale", torch.ones(()))  # scalar: keeps distances isotropic
+        self.latent_prior = LatentPrior(self.latent_dim)  # N(0, I) unless guided training sets regions
 
     @torch.no_grad()
     def fit_normalizer(self, data: Tensor) -> None:  # data: (n, *data_shape)
@@ -69,9 +73,8 @@ class LatentModel(nn.Module):
         raise NotImplementedError
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """The plain model's samples: decode of standard normal latents."""
-        device = self.data_scale.device
-        z = torch.randn(n, self.latent_dim, generator=generator, device=device)  # (n, latent_dim)
+        """The plain model's samples: decode of latents from its prior (N(0, I) unless set otherwise)."""
+        z = self.latent_prior.sample(n, generator)  # (n, latent_dim)
         return self.decode(z)  # (n, *data_shape)
 
     def make_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
