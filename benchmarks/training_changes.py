@@ -1,14 +1,33 @@
-"""PPO training with and without one of marlgen's changes to Tianshou's classes, side by side.
+"""PPO training with and without some of marlgen's changes to Tianshou's and torch's classes, side by side.
 
-    python benchmarks/training_changes.py cache_dir=/tmp/cache [--change update-draws null-check]
-        [--agents 16] [--reps 3] [--routes shared-gains aec]
+    python benchmarks/training_changes.py cache_dir=/tmp/cache [--change update-draws sampling ...]
+        [--agents 16] [--reps 3] [--routes shared-gains aec] [--seed 0]
 
-Each change is a method marlgen overrides; the ``tianshou`` rows put Tianshou's own back:
-``update-draws`` (``agents.ppo.DiscretePPOPolicy.forward``: PPO's update passes move the random
-stream on instead of drawing actions nobody reads) and ``null-check`` (``SlotReplayBuffer.hasnull``:
-the Collector's NaN check after every collect, read in place). Runs alternate (ours, tianshou, ours,
-...) so that a shared machine's load falls on both alike; the learning figures must come out equal
-(the changes keep every bit).
+Each change is something marlgen puts in place of Tianshou's or torch's own; the ``tianshou`` rows
+put theirs back (all the changes named, together):
+
+- ``update-draws`` (``agents.ppo.DiscretePPOPolicy.forward``): PPO's update passes return the
+  distribution without drawing an action nobody reads (Tianshou's policy draws one for every row);
+- ``sampling`` (``agents.ppo.Categorical.sample``): actions drawn by inverse CDF, one uniform per row
+  (torch's ``multinomial``: an exponential per logit);
+- ``categorical`` (``agents.ppo.categorical``): marlgen's Categorical altogether, one ``log_softmax``
+  and the inverse-CDF draw (torch's Categorical, argument checks off as before);
+- ``adam`` (``agents.ppo.FusedAdamFactory``): torch's fused Adam step (Tianshou's factory: one
+  small operation after another per parameter tensor);
+- ``no-grad-chunks`` (``agents.ppo.NO_GRAD_CHUNK``): PPO's no-grad passes in chunks of 4,096 rows
+  (Tianshou's 256);
+- ``buffer-add`` (``SlotReplayBuffer.add``, ``reset``, its stored indices): the sub-buffers' state
+  moved all at once (Tianshou's: one Python call per sub-buffer per step);
+- ``episode-lengths`` (``SlotReplayBuffer.get_buffer_indices``): a finished episode's length read
+  without building its index array (Tianshou's builds it);
+- ``null-check`` (``SlotReplayBuffer.hasnull``): the Collector's NaN check after every collect, read
+  in place.
+
+Runs alternate (ours, tianshou, ours, ...) so that a shared machine's load falls on both alike.
+``buffer-add``, ``episode-lengths`` and ``null-check`` keep every bit, so their learning figures must
+come out equal; the others change the random stream (``update-draws``, ``sampling``) or the last
+bits of the arithmetic, so the learning figures of one seed differ, and equal learning is a question
+for several seeds (benchmarks/training.py --seeds).
 """
 
 from __future__ import annotations
@@ -24,21 +43,41 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 from benchmarks.timing import markdown_table  # noqa: E402
 from benchmarks.training import ROUTES, run  # noqa: E402
 
-CHANGES = ("update-draws", "null-check")
+CHANGES = ("update-draws", "sampling", "categorical", "adam", "no-grad-chunks", "buffer-add",
+           "episode-lengths", "null-check")  # fmt: skip
 
 
 def changes() -> dict:
-    """name: (class, method, Tianshou's method). Imported here, after marlgen (benchmarks.training),
-    which keeps numba's JIT off as every marlgen run has it; with it on, runs train to other figures."""
+    """name: [(owner, attribute, Tianshou's or torch's value)]. Imported here, after marlgen
+    (benchmarks.training), which keeps numba's JIT off as every marlgen run has it; with it on, runs
+    train to other figures."""
+    import torch
     from tianshou.algorithm.modelfree.reinforce import DiscreteActorPolicy
+    from tianshou.algorithm.optim import AdamOptimizerFactory
     from tianshou.data import VectorReplayBuffer
 
-    from agents.ppo import DiscretePPOPolicy
+    import agents.ppo as ppo
     from marlgen.buffers import SlotReplayBuffer
 
+    def torch_categorical(logits):  # marlgen's dist_fn before agents.ppo.Categorical
+        return torch.distributions.Categorical(logits=logits, validate_args=False)
+
+    def multinomial(self, sample_shape=()):
+        return torch.distributions.Categorical.sample(self, torch.Size(sample_shape))
+
     return {
-        "update-draws": (DiscretePPOPolicy, "forward", DiscreteActorPolicy.forward),
-        "null-check": (SlotReplayBuffer, "hasnull", VectorReplayBuffer.hasnull),
+        "update-draws": [(ppo.DiscretePPOPolicy, "forward", DiscreteActorPolicy.forward)],
+        "sampling": [(ppo.Categorical, "sample", multinomial)],
+        "categorical": [(ppo, "categorical", torch_categorical)],
+        "adam": [(ppo, "FusedAdamFactory", AdamOptimizerFactory)],
+        "no-grad-chunks": [(ppo, "NO_GRAD_CHUNK", 256)],
+        "buffer-add": [
+            (SlotReplayBuffer, "add", VectorReplayBuffer.add),
+            (SlotReplayBuffer, "reset", VectorReplayBuffer.reset),
+            (SlotReplayBuffer, "_stored_indices", lambda self: VectorReplayBuffer.sample_indices(self, 0)),
+        ],
+        "episode-lengths": [(SlotReplayBuffer, "get_buffer_indices", VectorReplayBuffer.get_buffer_indices)],
+        "null-check": [(SlotReplayBuffer, "hasnull", VectorReplayBuffer.hasnull)],
     }
 
 
@@ -54,30 +93,32 @@ def main(argv=None) -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="as benchmarks/training.py's first seed")
     args = parser.parse_args(argv)
-    undone = [changes()[name] for name in args.change]
-    ours = [getattr(cls, method) for cls, method, _ in undone]
+    all_changes = changes()
+    undone = [swap for name in args.change for swap in all_changes[name]]
+    ours = [vars(owner)[attribute] for owner, attribute, _ in undone]
     seconds: dict = {}
     learned: dict = {}
     for _ in range(args.reps):
         for route in args.routes:
             for who in ("ours", "tianshou"):
                 if who == "tianshou":
-                    for cls, method, theirs in undone:
-                        setattr(cls, method, theirs)
+                    for owner, attribute, theirs in undone:
+                        setattr(owner, attribute, theirs)
                 try:
                     r = run(route, args.agents, "ppo_fast", 8, 4096, [*args.overrides, f"seed={args.seed}"])
                 finally:
-                    for (cls, method, _), mine in zip(undone, ours, strict=True):
-                        setattr(cls, method, mine)
+                    for (owner, attribute, _), mine in zip(undone, ours, strict=True):
+                        setattr(owner, attribute, mine)
                 seconds.setdefault((route, who), []).append(r["training_s"])
                 learned.setdefault((route, who), set()).add((r["best_modes"], r["last_modes"]))
-                print(f"{route} {who}: {r['training_s']:.2f} s", flush=True)
+                print(f"{route} {who}: {r['training_s']:.2f} s, modes {r['best_modes']} / {r['last_modes']}",
+                      flush=True)  # fmt: skip
     rows = []
     for route in args.routes:
         mine, theirs = np.median(seconds[route, "ours"]), np.median(seconds[route, "tianshou"])
         for who, s in (("ours", mine), ("tianshou", theirs)):
             (best, last), *rest = sorted(learned[route, who])
-            same = "yes" if not rest and learned[route, "ours"] == learned[route, "tianshou"] else "NO"
+            same = "yes" if not rest and learned[route, "ours"] == learned[route, "tianshou"] else "no"
             rows.append([route, who, f"{s:.2f}", f"{theirs / s:.2f}", f"{best:.2f} / {last:.2f}", same])
     print(f"\nundone in the tianshou rows: {', '.join(args.change)}")
     header = ["route", "+".join(args.change), "training s (median)", "x tianshou", "modes best / last",
