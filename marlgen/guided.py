@@ -61,6 +61,7 @@ from marlgen.build import Parts, make_env
 from marlgen.config import ConfigError
 from marlgen.errors import CheckpointError
 from marlgen.evaluate import Rollout, prior_figures, steer
+from marlgen.models.pretrain import model_config_dict, save_model_checkpoint
 from marlgen.rewards import objective
 
 
@@ -664,6 +665,9 @@ def guide(cfg, parts: Parts, run_dir: Path, progress: bool = True, log=print) ->
             f"{len(plan.regions)} regions ({plan.n_vacancies} vacancies)"
         )
     write_history(run_dir / "guided" / "history.json", history)
+    # The model guidance trained, its learned prior included: marlgen.models.pretrain.load_model_checkpoint.
+    save_model_checkpoint(run_dir / "guided" / "model.pt", model, model_config_dict(cfg.model),
+                          {"seed": int(cfg.seed), "curve": history})  # fmt: skip
     return GuidedResult(history, team_states, time.perf_counter() - start)
 
 

@@ -239,21 +239,36 @@ def model_curve_section(cfg, curve: list[dict]) -> list[str]:
         else "conventional"
     )
     budget = cfg.eval.budget
+    regions = guided and cfg.model.guided.sampler == "regions"
+    prior = (
+        "the model's prior (from the first round on, the mixture of its latent regions: sampler=regions;"
+        " the last column samples N(0, I) instead)"
+        if regions
+        else "the model's prior"
+    )
     lines = [
         "",
         "## Generative model training",
         "",
         f"Training: {how}; {cfg.model.train_steps} generator updates in all. Figures of {budget} samples"
-        " from the model's prior after each stretch of updates (`model_curve.json`, `model_curve.png`).",
+        f" from {prior} after each stretch of updates (`model_curve.json`, `model_curve.png`).",
         "",
-        "| generator updates | modes | high quality | reverse KL | team modes (its rollout) |",
-        "|---|---|---|---|---|",
+        "| generator updates | modes | high quality | reverse KL | team modes (its rollout) |"
+        + (" N(0, I): modes, high quality |" if regions else ""),
+        "|---|---|---|---|---|" + ("---|" if regions else ""),
     ]
     for row in curve:
         team = f"{row['team_modes_covered']}" if "team_modes_covered" in row else "–"
+        normal = ""
+        if regions:
+            normal = (
+                f" {row['normal_modes_covered']}, {_pct(row['normal_high_quality_fraction'])} |"
+                if "normal_modes_covered" in row
+                else " – |"
+            )
         lines.append(
             f"| {row['updates']} | {row['modes_covered']}/{row['modes_total']} |"
-            f" {_pct(row['high_quality_fraction'])} | {_num(row['reverse_kl'])} | {team} |"
+            f" {_pct(row['high_quality_fraction'])} | {_num(row['reverse_kl'])} | {team} |{normal}"
         )
     return lines + ["", "![model curve](model_curve.png)"]
 

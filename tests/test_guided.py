@@ -463,6 +463,8 @@ def test_region_sampler_becomes_the_guided_model_s_prior(tmp_path, cache_dir):
     assert all("normal_high_quality_fraction" in row for row in history[1:])
     anchors = make_env(cfg, parts).anchors
     assert all(any(np.allclose(m, a) for a in anchors) for m in prior.means.numpy())  # each on an anchor
+    saved = load_model_checkpoint(tmp_path / "guided" / "model.pt")  # the run keeps the guided model
+    assert torch.equal(saved.latent_prior.means, prior.means) and saved.curve == history
     prior.clear()  # the same draw from N(0, I) is what normal_* counted
     assert (
         prior_figures(parts.model, parts.assigner, 300, cfg.seed + 1)["high_quality_fraction"]
