@@ -6,7 +6,8 @@ Two parts, in this process:
 
 1. The buffer calls DQN makes on every gradient step (``sample_indices``, ``unfinished_index``,
    ``next``) on a buffer of ring-8's 80 lockstep slots, filled with 8,320 transitions, timed in
-   alternation (benchmarks/timing.py).
+   alternation (benchmarks/timing.py); and ``add``, every collector step's call, for the 16 env
+   copies of the AEC route and the 272 lockstep slots of 16 generators (PPO's buffer of 2,176).
 2. One epoch of DQN on ring-8 (8,320 agent steps, 832 updates of both roles) with each buffer,
    one after the other, the same seed: training seconds and gradient steps per second.
 """
@@ -78,6 +79,34 @@ def buffer_calls(rounds: int) -> list[list]:
     return rows
 
 
+def add_calls(rounds: int) -> list[list]:
+    """One collector step's add, every sub-buffer at once, episodes ending every second step."""
+    rows = []
+    for slots, roles in ((16, 17), (272, 2)):  # AEC: 16 copies, a reward per agent; lockstep: 272 slots
+        rng = np.random.default_rng(0)
+        steps = [Batch(obs=rng.random((slots, 68), np.float32), act=rng.integers(256, size=slots),
+                       rew=rng.random((slots, roles), np.float32), terminated=np.full(slots, t % 2 == 1),
+                       truncated=np.zeros(slots, bool), obs_next=rng.random((slots, 68), np.float32))
+                 for t in range(16)]  # fmt: skip
+        adders = {"tianshou": Adder(VectorReplayBuffer(2176, slots), steps),
+                  "slot": Adder(SlotReplayBuffer(2176, slots), steps)}  # fmt: skip
+        t = interleaved(adders, rounds)
+        rows.append([f"add({slots} sub-buffers)", 1e6 * t["tianshou"], 1e6 * t["slot"],
+                     t["tianshou"] / t["slot"]])  # fmt: skip
+    return rows
+
+
+class Adder:
+    """Adds the next of a cycle of steps to a buffer, one per call."""
+
+    def __init__(self, buffer, steps: list):
+        self.buffer, self.steps, self.turn = buffer, steps, 0
+
+    def __call__(self) -> None:
+        self.turn += 1
+        self.buffer.add(self.steps[self.turn % len(self.steps)])
+
+
 def dqn_epoch(buffer_cls, overrides: list[str]) -> dict:
     marlgen.train.SlotReplayBuffer = buffer_cls  # the buffer train.fit builds
     cfg = load_scenario(ROOT / "scenarios/gmm_ring8.yaml", ["agent=dqn", "train.epochs=1", *overrides])
@@ -97,12 +126,9 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--rounds", type=int, default=300)
     args = parser.parse_args(argv)
-    print("\n### Buffer calls, 80 sub-buffers\n")
-    print(
-        markdown_table(
-            ["call", "VectorReplayBuffer us", "SlotReplayBuffer us", "ratio"], buffer_calls(args.rounds)
-        )
-    )
+    print("\n### Buffer calls, 80 sub-buffers (add: 16 and 272)\n")
+    calls = buffer_calls(args.rounds) + add_calls(args.rounds)
+    print(markdown_table(["call", "VectorReplayBuffer us", "SlotReplayBuffer us", "ratio"], calls))
     rows = []
     for name, cls in (("VectorReplayBuffer", TianshouSlots), ("SlotReplayBuffer", SlotReplayBuffer)):
         r = dqn_epoch(cls, args.overrides)
