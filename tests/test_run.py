@@ -131,6 +131,7 @@ def test_a_remembering_reward_picks_the_epoch_by_the_pooled_objective(tmp_path, 
 
     overrides = [
         "env.reward.memory=64",
+        "seed=4",  # a run on which the two objectives disagree (seeds 0-5: only 4, with today's sampling)
         "train.epochs=4",
         "train.steps_per_epoch=200",
         f"cache_dir={cache_dir}",
