@@ -204,8 +204,8 @@ def test_inference_decodes_in_chunks_to_the_same_bits(kind, monkeypatch):
     assert calls == [37]
 
 
-def test_classifier_pooling_and_chunks_match_torch():
-    from marlgen.classifier import ConvClassifier, MaxPool2x2, TrainedClassifier
+def test_classifier_pooling_matches_torch():
+    from marlgen.classifier import MaxPool2x2
 
     x = torch.randn(6, 4, 9, 7, generator=torch.Generator().manual_seed(0), requires_grad=True)
     ours, theirs = MaxPool2x2()(x), torch.nn.MaxPool2d(2)(x)
@@ -214,13 +214,83 @@ def test_classifier_pooling_and_chunks_match_torch():
     (g_theirs,) = torch.autograd.grad(theirs.sum(), x)
     assert torch.equal(g_ours, g_theirs)  # no ties in random floats: the same routing of gradients
 
-    net = ConvClassifier((3, 32, 32), 10, width=8).eval()
-    images = np.random.default_rng(0).uniform(-1, 1, (70, 3, 32, 32)).astype(np.float32)
-    chunked = TrainedClassifier(net, 1.0, 0, 0.0, "").predict(images)  # chunks of 35 images
+
+def trained_looking(net):
+    """Batch norms with statistics and affine parameters far from their initial 0 / 1 (folding them is
+    then not the identity), linear layers scaled up so the logits spread, frozen as a cached classifier."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for layer in (m for m in net.modules() if isinstance(m, torch.nn.Linear)):
+            layer.weight.mul_(4.0)
+        for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            c = bn.num_features
+            bn.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
+            bn.running_var.copy_(torch.rand(c, generator=gen) * 0.5 + 0.05)
+            bn.weight.copy_(torch.randn(c, generator=gen))  # negative scales too: pooling after the fold
+            bn.bias.copy_(torch.randn(c, generator=gen) * 0.1)
+    return net.eval().requires_grad_(False)
+
+
+# Tolerance of the folded classifier against the plain module: both are float32, the folded one
+# rounds each batch norm into its conv once and sums in other orders. Measured on the cached digits
+# and CIFAR classifiers: logits within 2.4e-6 (of up to 7.2), features within 5.7e-6 (of up to 13).
+FOLDED_RTOL, FOLDED_ATOL = 1e-5, 1e-5
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 8, 8), (1, 28, 28), (2, 16, 8)])
+def test_folded_classifier_matches_the_module(shape):
+    """Batch norm folded, channels-last maps, the compiled first block on one-channel images (8x8 and
+    28x28, whose second block runs in oneDNN at 14x14): the eval-mode module's numbers, in chunks."""
+    from marlgen.classifier import ConvClassifier, FoldedClassifier, TrainedClassifier
+
+    net = trained_looking(ConvClassifier(shape, 10, width=8, features=16))
+    images = np.random.default_rng(0).uniform(-1, 1, (70, *shape)).astype(np.float32)
     with torch.inference_mode():
-        logits = net(torch.from_numpy(images))
-    assert np.array_equal(chunked[0], logits.argmax(1).numpy())
-    assert np.array_equal(chunked[1], torch.softmax(logits, 1).max(1).values.numpy())
+        features, logits = net.features(torch.from_numpy(images)), net(torch.from_numpy(images))
+        folded_features, folded_logits = FoldedClassifier(net)(torch.from_numpy(images))
+    assert logits.abs().max() > 2.0 and logits.std(0).max() > 0.3  # outputs that differ by image
+    torch.testing.assert_close(folded_logits, logits, rtol=FOLDED_RTOL, atol=FOLDED_ATOL)
+    torch.testing.assert_close(folded_features, features, rtol=FOLDED_RTOL, atol=FOLDED_ATOL)
+
+    cls, top, feats = TrainedClassifier(net, 1.0, 0, 0.0, "").predict(images)  # 32x32: two chunks of 35
+    assert cls.dtype == np.int64 and feats.shape == (70, 16)
+    probs = torch.softmax(logits, 1)
+    margin = probs.topk(2, 1).values.diff(dim=1).abs().squeeze(1)  # top-2 gap: a flip needs a near tie
+    clear = (margin > 1e-4).numpy()
+    assert clear.sum() >= 60 and len(np.unique(cls)) >= 2  # several classes, few near ties
+    assert np.array_equal(cls[clear], probs.argmax(1).numpy()[clear])
+    np.testing.assert_allclose(top, probs.max(1).values.numpy(), rtol=FOLDED_RTOL, atol=FOLDED_ATOL)
+    np.testing.assert_allclose(feats, features.numpy(), rtol=FOLDED_RTOL, atol=FOLDED_ATOL)
+
+
+def test_compiled_first_block_matches_torch_on_odd_maps():
+    from marlgen.classifier import _conv3x3_pool_relu
+
+    gen = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(5, 1, 9, 7, generator=gen), torch.randn(6, 1, 3, 3, generator=gen)
+    bias = torch.randn(6, generator=gen)
+    expected = torch.relu(torch.nn.MaxPool2d(2)(torch.conv2d(x, weight, bias, padding=1)))  # floored: 4 x 3
+    out = np.empty((5, 4, 3, 6), np.float32)
+    _conv3x3_pool_relu(x[:, 0].numpy(), weight.reshape(6, 9).t().contiguous().numpy(), bias.numpy(), out)
+    torch.testing.assert_close(torch.from_numpy(out).permute(0, 3, 1, 2), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_folded_classifier_follows_the_weights():
+    """A TrainedClassifier refolds when its net's weights change in place (load_state_dict)."""
+    from marlgen.classifier import ConvClassifier, TrainedClassifier
+
+    nets = [trained_looking(ConvClassifier((1, 8, 8), 3, width=4, features=8)) for _ in range(2)]
+    with torch.no_grad():
+        nets[1].trunk[5].weight.mul_(-1.0)  # another classifier than nets[0]
+    images = np.random.default_rng(0).uniform(-1, 1, (20, 1, 8, 8)).astype(np.float32)
+    clf = TrainedClassifier(nets[0], 1.0, 0, 0.0, "")
+    before = clf.predict(images)[2]
+    nets[0].load_state_dict(nets[1].state_dict())
+    after = clf.predict(images)[2]
+    with torch.inference_mode():
+        expected = nets[1].features(torch.from_numpy(images)).numpy()
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, expected, rtol=FOLDED_RTOL, atol=FOLDED_ATOL)
 
 
 def tiny_image_data(tmp_path, size=8, channels=1, n=200) -> ImageDataset:
@@ -242,6 +312,10 @@ def test_classifier_learns_is_cached_and_reports_accuracy(tmp_path, monkeypatch)
     assert again.accuracy == clf.accuracy
     cls, conf, feats = again.predict(data.test_samples)
     assert cls.shape == conf.shape == (len(data.test_samples),) and feats.shape == (len(cls), 16)
+    with torch.inference_mode():  # the reloaded net, folded for inference, says what the module says
+        logits = again.net(torch.from_numpy(data.test_samples))
+    assert np.array_equal(cls, logits.argmax(1).numpy())
+    np.testing.assert_allclose(conf, torch.softmax(logits, 1).max(1).values.numpy(), rtol=1e-5, atol=1e-5)
 
 
 class StubClassifier:
