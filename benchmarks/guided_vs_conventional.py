@@ -126,6 +126,9 @@ def save_final_samples(path: Path, parts, cfg) -> None:
 
     rollout = prior(parts.model, parts.assigner, cfg.eval.budget, cfg.seed + 1)
     extra = {"latent_modes": latent_map(parts.model, parts.assigner)} if parts.model.latent_dim == 2 else {}
+    learned = parts.model.latent_prior
+    if extra and not learned.is_normal:  # sampler=regions: where the prior's regions sit on the map
+        extra.update(region_means=learned.means.numpy(), region_spread=float(learned.spread))
     np.savez(path, samples=rollout.samples, modes=rollout.modes, means=means, std=parts.assigner.std,
              hq_threshold=parts.assigner.hq_threshold, **extra)  # fmt: skip
 
@@ -295,10 +298,13 @@ def plot_latent_maps(finals: dict, path: Path, title: str) -> None:
         ax.imshow(palette[grid], origin="lower", extent=[-LATENT_EXTENT, LATENT_EXTENT] * 2,
                   interpolation="nearest")  # fmt: skip
         ax.add_patch(Circle((0, 0), 2.0, fill=False, lw=0.5, ls="--"))
+        for centre in f.get("region_means", ()):  # the learned prior's regions, 2 std wide
+            ax.add_patch(Circle(tuple(centre), 2 * float(f["region_spread"]), fill=False, lw=0.5))
         return f"{len(np.unique(grid[grid >= 0]))} modes in the plane"
 
     _run_panels(runs, path, f"{title}\nlatent plane by the mode its decode lands in (white: none; "
-                "colour: the mean's place in the data); dashed: 2 std of the prior", draw)  # fmt: skip
+                "colour: the mean's place in the data); dashed: 2 std of N(0, I); circles: a learned prior's "
+                "regions, 2 std", draw)  # fmt: skip
 
 
 def summarise(rows: list[dict], n_modes: int, methods: list[str]) -> list[str]:
@@ -307,8 +313,11 @@ def summarise(rows: list[dict], n_modes: int, methods: list[str]) -> list[str]:
         "| method | seeds | final modes mean ± sd [min, max] | seeds with all / >= M-1 modes"
         " | final high quality mean [min, max] | final reverse KL | updates to M-1 modes (median; never)"
         " | checks below M-1 after reaching it | learned mixture: final modes, high quality"
-        " | discriminator mixture: final modes [min, max], high quality [min, max] |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " | discriminator mixture: final modes [min, max], high quality [min, max]"
+        " | region sampler from the discriminator: final modes [min, max], high quality [min, max]"
+        " | N(0, I) (where the prior is another): final modes, high quality"
+        " | within-mode std / true std |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method in methods:
         runs = {}
@@ -338,10 +347,12 @@ def summarise(rows: list[dict], n_modes: int, methods: list[str]) -> list[str]:
             f" | {100 * hq.mean():.1f}% [{100 * hq.min():.1f}, {100 * hq.max():.1f}]"
             f" | {mean_rkl:.3f} | {np.median(reached) if reached else float('nan'):.0f};"
             f" {len(reach) - len(reached)} | {drops} | {_mixture(finals)}"
-            f" | {_mixture(finals, 'dmix', True)} |"
+            f" | {_mixture(finals, 'dmix', True)} | {_mixture(finals, 'dreg', True)}"
+            f" | {_mixture(finals, 'normal')} | {_mean(finals, 'within_mode_std')} |"
         )
-    lines += ["", "| method | seed | modes | high quality | learned mixture | discriminator mixture |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += ["", "| method | seed | modes | high quality | learned mixture | discriminator mixture"
+              " | region sampler from the discriminator | N(0, I) | within-mode std / true std |",
+              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for method in methods:
         finals = {}
         for r in rows:
@@ -351,9 +362,17 @@ def summarise(rows: list[dict], n_modes: int, methods: list[str]) -> list[str]:
             lines.append(
                 f"| {method} | {seed:.0f} | {f['modes_covered']:.0f}"
                 f" | {100 * f['high_quality_fraction']:.1f}%"
-                f" | {_mixture([f])} | {_mixture([f], 'dmix')} |"
+                f" | {_mixture([f])} | {_mixture([f], 'dmix')} | {_mixture([f], 'dreg')}"
+                f" | {_mixture([f], 'normal')} | {_mean([f], 'within_mode_std')} |"
             )
     return lines
+
+
+def _mean(finals: list[dict], key: str) -> str:
+    values = [f.get(key, "") for f in finals]
+    if any(v == "" for v in values):
+        return "–"
+    return f"{np.mean(np.asarray(values, float)):.2f}"
 
 
 def _mixture(finals: list[dict], prefix: str = "mixture", spread: bool = False) -> str:
