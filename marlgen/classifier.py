@@ -112,37 +112,36 @@ class FoldedClassifier:
             self.convs.append((weight.contiguous(memory_format=torch.channels_last), bias))
         first = self.convs[0][0]
         # one input channel: the first block compiled (_conv3x3_pool_relu), its taps as (9, C_out)
-        self.taps = first.reshape(len(first), 9).t().contiguous() if first.shape[1] == 1 else None
+        self.taps = first.reshape(len(first), 9).t().contiguous().numpy() if first.shape[1] == 1 else None
+        self.first_bias = self.convs[0][1].numpy()
+        self.first_map_floats = len(first) * int(np.prod(net.data_shape[1:]))  # per image: inference chunks
         linear, c_last = mods[-2], len(self.convs[-1][1])
         cells = linear.in_features // c_last  # h * w of the last pooled map
         w = linear.weight.detach().view(linear.out_features, c_last, cells).transpose(1, 2)  # -> (F, h*w, C)
-        self.linear = (w.reshape(linear.out_features, -1).contiguous(), linear.bias.detach().clone())
+        # weights as (in, out) views of (out, in) storage, as nn.Linear hands them to addmm
+        self.linear = (w.reshape(linear.out_features, -1).contiguous().t(), linear.bias.detach().clone())
         head = net.head[-1]
-        self.head = (head.weight.detach().clone(), head.bias.detach().clone())
+        self.head = (head.weight.detach().clone().t(), head.bias.detach().clone())
         self.n_features = linear.out_features
 
-    def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Images (B, C, H, W) -> (features (B, F), logits (B, n_classes)), as the eval-mode module's."""
-        for k, (weight, bias) in enumerate(self.convs):
-            if k == 0 and self.taps is not None:
-                pooled = _single_channel_block(x, self.taps, bias)  # (B, H/2, W/2, C_out), rectified
-            else:
-                # (B, C, H, W) views of channels-last memory: oneDNN keeps that layout for its output
-                y = torch.conv2d(x, weight, bias, padding=1).permute(0, 2, 3, 1)
-                y = y if y.is_contiguous() else y.contiguous()  # (B, H, W, C_out)
-                pooled = torch.relu_(_pool_channels_last(y))
-            x = pooled.permute(0, 3, 1, 2)  # (B, C, H/2, W/2) view of channels-last memory
-        flat = x.permute(0, 2, 3, 1).reshape(len(x), -1)  # (B, h*w*C): the pooled maps' own order
-        features = torch.relu_(torch.addmm(self.linear[1], flat, self.linear[0].t()))
-        return features, torch.addmm(self.head[1], features, self.head[0].t())
-
-
-def _single_channel_block(x: Tensor, taps: Tensor, bias: Tensor) -> Tensor:
-    """A first block on one-channel images (B, 1, H, W) -> pooled, rectified maps (B, H // 2, W // 2, C)."""
-    b, _, h, w = x.shape
-    out = np.empty((b, h // 2, w // 2, len(bias)), np.float32)
-    _conv3x3_pool_relu(x.reshape(b, h, w).numpy(), taps.numpy(), bias.numpy(), out)
-    return torch.from_numpy(out)
+    def __call__(self, x: np.ndarray) -> tuple[Tensor, Tensor]:
+        """Images (B, C, H, W), a C-contiguous float32 array -> (features (B, F), logits (B, n_classes)),
+        as the eval-mode module's."""
+        b, _, h, w = x.shape
+        if self.taps is not None:
+            pooled = np.empty((b, h // 2, w // 2, len(self.first_bias)), np.float32)
+            _conv3x3_pool_relu(x.reshape(b, h, w), self.taps, self.first_bias, pooled)
+            maps, rest = torch.from_numpy(pooled).permute(0, 3, 1, 2), self.convs[1:]  # rectified
+        else:
+            maps, rest = torch.from_numpy(x), self.convs
+        for weight, bias in rest:
+            # maps: (B, C, H, W) views of channels-last memory (or the images): oneDNN keeps that layout
+            y = torch.conv2d(maps, weight, bias, padding=1).permute(0, 2, 3, 1)
+            y = y if y.is_contiguous() else y.contiguous()  # (B, H, W, C_out)
+            maps = torch.relu_(_pool_channels_last(y)).permute(0, 3, 1, 2)
+        flat = maps.permute(0, 2, 3, 1).reshape(b, -1)  # (B, h*w*C): the pooled maps' own order
+        features = torch.relu_(torch.addmm(self.linear[1], flat, self.linear[0]))
+        return features, torch.addmm(self.head[1], features, self.head[0])
 
 
 @compiled
@@ -214,18 +213,18 @@ class TrainedClassifier:
 
         Inference with the running statistics (the net's eval mode), through its folded form."""
         folded = self.folded()
+        x = np.ascontiguousarray(x, dtype=np.float32)
         labels, probs, feats = [], [], []
-        for part in in_chunks(x, self.net.trunk[0].out_channels * int(np.prod(x.shape[2:]))):  # first map
-            batch = torch.as_tensor(np.ascontiguousarray(part, dtype=np.float32))
-            f, logits = folded(batch)  # (b, F), (b, n_classes)
-            top, cls = torch.softmax(logits, dim=1).max(1)
+        for part in in_chunks(x, folded.first_map_floats):
+            f, logits = folded(part)  # (b, F), (b, n_classes)
+            top, cls = torch.softmax(logits, dim=1).max(1)  # cls: int64
             labels.append(cls.numpy()), probs.append(top.numpy()), feats.append(f.numpy())
+        if len(labels) == 1:  # one chunk (an env step's 256 digits): no copies
+            return labels[0], probs[0], feats[0]
         if not labels:
             empty = np.zeros((0, folded.n_features), np.float32)
             return np.zeros(0, np.int64), np.zeros(0, np.float32), empty
-        if len(labels) == 1:
-            return labels[0].astype(np.int64), probs[0], feats[0]
-        return np.concatenate(labels).astype(np.int64), np.concatenate(probs), np.concatenate(feats)
+        return np.concatenate(labels), np.concatenate(probs), np.concatenate(feats)
 
 
 def trained_classifier(

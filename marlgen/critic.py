@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from marlgen.compiled import compiled
@@ -62,10 +63,22 @@ class DiscriminatorJudge:
     def score(self, x: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.logit(x)))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def logit(self, x: np.ndarray) -> np.ndarray:
-        """log D/(1-D): the log density ratio real/model that rejection sampling needs unsaturated."""
-        return self.net(torch.as_tensor(x, dtype=torch.float32)).squeeze(1).double().numpy()
+        """log D/(1-D): the log density ratio real/model that rejection sampling needs unsaturated.
+
+        The net's own layers, called as nn.Linear and nn.LeakyReLU call them (``addmm``, the activation
+        in place): the same numbers without the modules' per-call cost, a fifth of the judge's time on
+        an image step (docs/performance.md, 1.5)."""
+        h = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        for layer in self.net:
+            if isinstance(layer, nn.Linear):
+                h = torch.addmm(layer.bias, h, layer.weight.t())
+            elif isinstance(layer, nn.LeakyReLU):
+                h = F.leaky_relu_(h, layer.negative_slope)
+            else:
+                h = layer(h)  # Flatten
+        return h.squeeze(1).double().numpy()
 
     def update(self, fake: np.ndarray, rng: np.random.Generator) -> None:
         """One gradient step, real (label 1) against these samples (label 0)."""

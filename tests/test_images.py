@@ -216,16 +216,22 @@ def test_classifier_pooling_matches_torch():
 
 
 def trained_looking(net):
-    """Batch norms with statistics and affine parameters far from their initial 0 / 1 (folding them is
-    then not the identity), linear layers scaled up so the logits spread, frozen as a cached classifier."""
+    """Seeded weights; batch norms with statistics and affine parameters far from their initial 0 / 1
+    (folding them is then not the identity); linear layers scaled up so the logits spread; frozen as a
+    cached classifier is."""
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
+        for layer in (m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))):
+            fan_in = layer.weight[0].numel()
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) / fan_in**0.5)
+            if layer.bias is not None:
+                layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen) * 0.1)
         for layer in (m for m in net.modules() if isinstance(m, torch.nn.Linear)):
-            layer.weight.mul_(4.0)
+            layer.weight.mul_(2.0)
         for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):
             c = bn.num_features
             bn.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
-            bn.running_var.copy_(torch.rand(c, generator=gen) * 0.5 + 0.05)
+            bn.running_var.copy_(torch.rand(c, generator=gen) * 2.0 + 0.5)
             bn.weight.copy_(torch.randn(c, generator=gen))  # negative scales too: pooling after the fold
             bn.bias.copy_(torch.randn(c, generator=gen) * 0.1)
     return net.eval().requires_grad_(False)
@@ -247,7 +253,7 @@ def test_folded_classifier_matches_the_module(shape):
     images = np.random.default_rng(0).uniform(-1, 1, (70, *shape)).astype(np.float32)
     with torch.inference_mode():
         features, logits = net.features(torch.from_numpy(images)), net(torch.from_numpy(images))
-        folded_features, folded_logits = FoldedClassifier(net)(torch.from_numpy(images))
+        folded_features, folded_logits = FoldedClassifier(net)(images)
     assert logits.abs().max() > 2.0 and logits.std(0).max() > 0.3  # outputs that differ by image
     torch.testing.assert_close(folded_logits, logits, rtol=FOLDED_RTOL, atol=FOLDED_ATOL)
     torch.testing.assert_close(folded_features, features, rtol=FOLDED_RTOL, atol=FOLDED_ATOL)
@@ -373,6 +379,23 @@ def test_judges_for_images(tmp_path):
     assert not isinstance(pixels, FeatureJudge) and pixels.score(data.samples[:3]).shape == (3,)
     with pytest.raises(ValueError, match="oracle"):
         make_judge(default_config().env.critic, data, fake, seed=0)
+
+
+@pytest.mark.parametrize("shape, dtype", [((2,), np.float64), ((16,), np.float32), ((1, 8, 8), np.float32)])
+def test_discriminator_logit_is_its_modules_forward_to_the_bit(shape, dtype):
+    """``logit`` calls the net's layers as the modules do: the very same numbers, before and after the
+    judge learns (toy points in float64, features, pixels)."""
+    from marlgen.critic import DiscriminatorJudge
+
+    real = np.random.default_rng(0).standard_normal((64, *shape)).astype(dtype)
+    judge = DiscriminatorJudge(real, hidden=32, lr=1e-2, batch_size=16, seed=0)
+    rng = np.random.default_rng(1)
+    for step in range(3):
+        x = np.random.default_rng(10 + step).standard_normal((37, *shape)).astype(dtype)
+        with torch.no_grad():
+            expected = judge.net(torch.as_tensor(x, dtype=torch.float32)).squeeze(1).double().numpy()
+        assert np.array_equal(judge.logit(x), expected)
+        judge.update(x, rng)
 
 
 # ------------------------------------------------------------------------------------------------
