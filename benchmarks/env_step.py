@@ -11,7 +11,10 @@ one gradient step per env step (``learn_judge``). Image models are briefly pretr
 pass costs the same whatever the weights, and the figures are times, not quality.
 
 For the toy model a second table times ``BatchedTeams`` (training's K env copies stepped together)
-against the decoder on all K*N*m latents.
+against the decoder on all K*N*m latents. With ``--classifier`` the image cases also time the mode
+classifier alone on the N*m decoded samples: its folded inference form (``TrainedClassifier.predict``)
+against the plain module in eval mode, chunked as ``predict`` ran it before the fold
+(docs/performance.md, 1.5), beside the decoder.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from benchmarks.timing import interleaved, markdown_table  # noqa: E402
 from marlgen.batched import BatchedTeams  # noqa: E402
 from marlgen.build import build_parts, make_env  # noqa: E402
 from marlgen.config import load_scenario  # noqa: E402
+from marlgen.models.conv import in_chunks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK_IMAGES = [
@@ -85,6 +89,35 @@ def time_env(cfg, parts, n: int, m: int, learn_judge: bool, rounds: int) -> dict
     return {"N": n, "m": m, "samples": n * m, **t}
 
 
+def module_predict(classifier, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``TrainedClassifier.predict`` as it ran before the fold: the plain module (eval mode), in chunks."""
+    net, labels, probs, feats = classifier.net, [], [], []
+    with torch.inference_mode():
+        for part in in_chunks(x, net.trunk[0].out_channels * int(np.prod(x.shape[2:]))):
+            f = net.features(torch.as_tensor(np.asarray(part, dtype=np.float32)))
+            top, cls = torch.softmax(net.head(f), dim=1).max(1)
+            labels.append(cls.numpy()), probs.append(top.numpy()), feats.append(f.numpy())
+    return np.concatenate(labels), np.concatenate(probs), np.concatenate(feats)
+
+
+def time_classifier(parts, n: int, m: int, rounds: int) -> dict:
+    """The mode classifier alone on N*m decoded samples, folded and plain, beside the decoder."""
+    classifier = parts.assigner.classifier
+    z = torch.from_numpy(np.random.default_rng(0).standard_normal((n * m, parts.model.latent_dim))).float()
+
+    @torch.inference_mode()
+    def decoder():
+        return parts.model.decode(z)
+
+    x = decoder().numpy()
+    contenders = {
+        "decoder": decoder,
+        "module": lambda: module_predict(classifier, x),
+        "folded": lambda: classifier.predict(x),
+    }
+    return interleaved(contenders, rounds)
+
+
 def time_batched(cfg, parts, copies: int, n: int, m: int, rounds: int) -> dict:
     """BatchedTeams (training's env copies, stepped together) against the decoder on all their latents."""
     env_fn = functools.partial(make_env, cfg, parts, False, n_generators=n, samples_per_agent=m,
@@ -119,6 +152,7 @@ def main(argv=None) -> None:
     parser.add_argument("--only", nargs="*", choices=list(CASES), default=list(CASES))
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--grid", nargs="*", default=None, help="N,m pairs to time instead, e.g. 4,64 16,16")
+    parser.add_argument("--classifier", action="store_true", help="image cases: time the mode classifier too")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     for name in args.only:
@@ -136,6 +170,16 @@ def main(argv=None) -> None:
             title = f"{name} ({cfg.model.kind}, {scenario}{', judge learning' if learn_judge else ''})"
             print(f"\n### {title}\n")
             header = ["N", "m", "samples", "decoder us", "step us", "step/decoder", "samples/s", "steps/s"]
+            print(markdown_table(header, rows), flush=True)
+        if args.classifier and hasattr(parts.assigner, "classifier"):
+            rows = []
+            for n, m in grid:
+                r = time_classifier(parts, n, m, args.rounds)
+                dec, plain, folded = r["decoder"], r["module"], r["folded"]
+                rows.append([n, m, n * m, 1e3 * dec, 1e3 * plain, 1e3 * folded, folded / plain, folded / dec])
+            print(f"\n### {name}, the mode classifier alone: plain module against its folded form\n")
+            header = ["N", "m", "samples", "decoder ms", "module ms", "folded ms", "folded/module"]
+            header.append("folded/decoder")
             print(markdown_table(header, rows), flush=True)
         if name == "toy" and not args.grid:
             rows = []
