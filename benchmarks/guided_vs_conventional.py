@@ -219,9 +219,10 @@ def islands_table(finals: dict) -> list[str]:
         "",
         f"The latent plane ([-{LATENT_EXTENT:g}, {LATENT_EXTENT:g}]^2, {LATENT_GRID}^2 points; "
         "`latent_map.png`): islands are connected patches of one mode holding >= "
-        f"{100 * ISLAND_MASS:g}% of the prior's mass.",
+        f"{100 * ISLAND_MASS:g}% of N(0, I)'s mass (N(0, I) even where the model's prior is another: "
+        "sampler=regions).",
         "",
-        "| method | seed | modes with an island | islands | prior mass on no mode | per island |",
+        "| method | seed | modes with an island | islands | N(0, I) mass on no mode | per island |",
         "|---|---|---|---|---|---|",
     ]
     for method in dict.fromkeys(m for m, _ in runs):
