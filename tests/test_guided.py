@@ -357,17 +357,22 @@ def test_discriminator_regions_pick_the_most_real_looking_anchor_per_label():
     }  # fmt: skip
 
 
-def test_greedy_rounds_with_the_discriminator_gate_update_the_model(tmp_path, cache_dir):
-    """quality=discriminator end to end through guide (greedy signal: no team training, fast)."""
+def greedy_rounds(cache_dir, *overrides):
+    """A short guided config (two rounds of 30 updates, greedy signal: no team training) and its parts."""
     from marlgen.build import build_parts
-    from marlgen.guided import guide
 
     cfg = load_scenario(GUIDED, [
-        f"cache_dir={cache_dir}", "model.train_steps=260", "model.curve_every=100",
-        "model.guided.warmup_steps=200", "model.guided.rounds=2", "model.guided.signal=greedy",
-        "model.guided.quality=discriminator", "eval.budget=300",
+        f"cache_dir={cache_dir}", "model.train_steps=260", "model.guided.warmup_steps=200",
+        "model.guided.rounds=2", "model.guided.signal=greedy", "eval.budget=300", *overrides,
     ])  # fmt: skip
-    parts = build_parts(cfg, progress=False)
+    return cfg, build_parts(cfg, progress=False)
+
+
+def test_greedy_rounds_with_the_discriminator_gate_update_the_model(tmp_path, cache_dir):
+    """quality=discriminator end to end through guide (greedy signal: no team training, fast)."""
+    from marlgen.guided import guide
+
+    cfg, parts = greedy_rounds(cache_dir, "model.curve_every=100", "model.guided.quality=discriminator")
     before = [p.clone() for p in parts.model.generator.parameters()]
     history = guide(cfg, parts, tmp_path, progress=False, log=lambda *a: None).history
     assert [row["updates"] for row in history] == [200, 230, 260]
@@ -446,15 +451,9 @@ def test_region_weights_give_each_mode_its_share_of_the_data():
 def test_region_sampler_becomes_the_guided_model_s_prior(tmp_path, cache_dir):
     """sampler=regions through guide: after each round the model samples the plan's regions, so its
     "prior" figures are the mixture's; the N(0, I) figures are kept beside them (normal_*)."""
-    from marlgen.build import build_parts
     from marlgen.guided import guide
 
-    cfg = load_scenario(GUIDED, [
-        f"cache_dir={cache_dir}", "model.train_steps=260", "model.guided.warmup_steps=200",
-        "model.guided.rounds=2", "model.guided.signal=greedy", "model.guided.sampler=regions",
-        "model.guided.consolidate=30", "eval.budget=300",
-    ])  # fmt: skip
-    parts = build_parts(cfg, progress=False)
+    cfg, parts = greedy_rounds(cache_dir, "model.guided.sampler=regions", "model.guided.consolidate=30")
     assert parts.model.latent_prior.is_normal
     history = guide(cfg, parts, tmp_path, progress=False, log=lambda *a: None).history
     prior = parts.model.latent_prior
