@@ -24,9 +24,14 @@
      region sample came from;
    - generator: non-saturating loss plus ``specialisation`` times the classifier's cross-entropy,
      so every region keeps, or finds, an output no other region makes: distinct modes.
-4. **Measure.** The model's N(0, I) prior at ``eval.budget`` samples (the same figures as the
-   conventional learning curve, ``model.curve_every``), the same under the learned mixture
-   (``mixture_*``), and what the team reached.
+4. **Measure.** The model's prior at ``eval.budget`` samples (the same figures as the conventional
+   learning curve, ``model.curve_every``), the same under N(0, I) plus the regions (``mixture_*``), and
+   what the team reached.
+
+``sampler=regions`` makes the regions the model's own prior (marlgen.models.latent_prior): after each
+round the model samples N(anchor, ``region_spread``^2 I) of a region drawn in its mode's share of the
+data; region latents are drawn in those weights, the ``consolidate`` updates train on them alone, and
+``normal_*`` keeps the N(0, I) figures beside the prior's. Otherwise the prior stays N(0, I).
 
 ``signal=greedy`` replaces the agents by a greedy pick over every anchor's decode (one anchor per
 reachable mode), the ablation that asks what the agents add.
