@@ -172,7 +172,7 @@ class CoverageEnv(ParallelEnv):
             self.judge.update(x, self.np_random)
         accepted, self.own_accepted, self.score_hist = accepted[0], fraction[0], score_hist[0]
         self.step_accepted = float(step_accepted[0])
-        anchors = gen_actions.astype(np.int64) if self.discrete else None
+        anchors = gen_actions if self.discrete else None  # a fresh int64 array of this step's
         self.last = StepRecord(x, modes, accepted, self._sample_agent, anchors)
         self.t += 1
 
@@ -220,7 +220,7 @@ class CoverageEnv(ParallelEnv):
 
     def _centres(self, gen_actions: np.ndarray) -> np.ndarray:
         if self.discrete:
-            return self.anchors[gen_actions.astype(np.int64)]
+            return self.anchors[gen_actions]  # int64, from _gather
         r = self.anchor_range
         return np.clip(gen_actions.reshape(self.n_gen, self.latent_dim), -r, r)
 

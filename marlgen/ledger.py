@@ -84,10 +84,13 @@ def observe(team_hist, own_hist, own_accepted, score_hist, step_accepted, time_l
     """
     k, n, n_modes = own_hist.shape
     obs = np.zeros((k, n + 1, width), dtype=np.float32)
+    team = np.empty(n_modes)  # the team's part, the same in every generator's row
     for c in range(k):
+        for j in range(n_modes):
+            team[j] = min(team_hist[c, j] * scale, n_modes)
         for a in range(n):
             for j in range(n_modes):
-                obs[c, a, j] = min(team_hist[c, j] * scale, n_modes)
+                obs[c, a, j] = team[j]
                 obs[c, a, n_modes + j] = min(own_hist[c, a, j] * scale, n_modes)
             obs[c, a, 2 * n_modes + a] = 1.0
             obs[c, a, 2 * n_modes + n] = time_left[c]

@@ -104,3 +104,24 @@ def test_rewards_of_env_copies_follow_the_objective(credit):
             assert got[c, i] == pytest.approx(expect + 0.2 * accepted[c, i], abs=1e-12)
     with pytest.raises(ValueError, match="credit"):
         generator_rewards(team, own, counts, accepted, reward_cfg(credit="shraed"))
+
+
+def test_difference_rewards_of_many_agents_are_the_objective_to_the_bit():
+    """64 agents of 4 samples share totals, so the compiled rewards reuse p log p across them
+    (rewards._difference_gains); each must still be G(after) - G(after - own counts) exactly."""
+    rng = np.random.default_rng(3)
+    k, n, modes, m = 2, 64, 25, 4
+    counts = np.zeros((k, n, modes), dtype=np.int64)
+    for c in range(k):
+        for i in range(n):
+            for _ in range(rng.integers(0, m + 1)):  # 0..m accepted samples, some on one mode
+                counts[c, i, rng.integers(0, modes)] += 1
+    team = rng.integers(0, 3, (k, modes)) * (rng.random((k, modes)) < 0.5)  # modes at 0 too
+    own = np.zeros_like(counts)
+    cfg = reward_cfg(credit="difference", coverage=0.7, entropy=1.3, quality=0.0)
+    got = generator_rewards(team, own, counts, np.zeros((k, n)), cfg)
+    for c in range(k):
+        after = team[c] + counts[c].sum(0)
+        expect = [objective(after, 0.7, 1.3) - objective(after - counts[c, i], 0.7, 1.3) for i in range(n)]
+        np.testing.assert_array_equal(got[c], expect)
+    assert (got != 0).any() and len({int(s) for s in counts.sum(2).ravel()}) > 1  # shared totals differ
