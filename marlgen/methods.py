@@ -124,9 +124,9 @@ def _run(cfg, method: str, job_dir: Path, saved: dict | None = None) -> dict:
     at = budgets(cfg, parts.assigner.n_modes)
     team_states = None
     if cfg.model.training == "guided":  # every method of the seed uses the model guidance trained
-        from marlgen.guided import guide
+        from marlgen.shared_rounds import guided_rounds
 
-        team_states = guide(cfg, parts, job_dir, progress=False, log=lambda *_: None).team_states
+        team_states = guided_rounds(cfg, parts, job_dir)  # trained by the seed's first job, then loaded
     if METHODS[method].trained:
         from marlgen.train import train
 

@@ -280,19 +280,38 @@ def test_short_guided_run_writes_the_model_curve(tmp_path, cache_dir):
     assert (out / "model_curve.png").stat().st_size > 10_000
 
 
-def test_compare_trains_the_guided_model_in_every_job(tmp_path, cache_dir):
+def test_compare_trains_the_guided_rounds_once_per_seed(tmp_path, cache_dir):
     """A guided scenario in the comparison command: even the plain-prior baseline samples the model
-    guidance trained, not the warm-up model."""
+    guidance trained, not the warm-up model. A seed's later job loads the rounds (model and team) the
+    first one trained (marlgen.shared_rounds) and gets the figures and training it gets from training
+    them itself. Studies "a" and "b" each train the rounds in their first job and load them in the
+    second, run after it into the same folder (as a resumed study runs a missing job)."""
     from marlgen import compare
 
-    out = tmp_path / "study"
-    argv = [str(GUIDED), "--seeds", "1", "--workers", "1", "--methods", "prior", "--out", str(out)]
-    argv += [f"cache_dir={cache_dir}", "model.train_steps=230", "model.guided.warmup_steps=200"]
-    argv += ["model.guided.rounds=1", "model.guided.signal=greedy", "eval.budget=300"]
-    argv += ["eval.small_budget_episodes=3", "eval.drs_steps=50"]
-    assert compare.main(argv) == 0
-    history = json.loads((out / "runs/prior/seed0/guided/history.json").read_text())
-    assert [row["updates"] for row in history] == [200, 230]
+    def study(name: str, methods: str) -> dict:
+        out = tmp_path / name
+        argv = [str(GUIDED), "--seeds", "1", "--workers", "1", "--methods", methods, "--out", str(out)]
+        argv += [f"cache_dir={cache_dir}", "model.train_steps=230", "model.guided.warmup_steps=200"]
+        argv += ["model.guided.rounds=1", "model.guided.agent_epochs=1", "train.epochs=1"]
+        argv += ["train.steps_per_epoch=512", "eval.budget=300", "eval.small_budget_episodes=3"]
+        assert compare.main(argv) == 0
+        return {m: json.loads((out / f"runs/{m}/seed0/result.json").read_text()) for m in methods.split(",")}
+
+    trained = {"prior": study("a", "prior")["prior"], "team_ppo": study("b", "team_ppo")["team_ppo"]}
+    loaded = {
+        "team_ppo": study("a", "prior,team_ppo")["team_ppo"],
+        "prior": study("b", "team_ppo,prior")["prior"],
+    }
+    untimed = lambda history: [{k: v for k, v in row.items() if "seconds" not in k} for row in history]  # noqa: E731
+    for method in ("prior", "team_ppo"):
+        assert loaded[method]["figures"] == trained[method]["figures"]
+        assert untimed(loaded[method]["history"]) == untimed(trained[method]["history"])
+    assert trained["team_ppo"]["history"]  # the team trained on, from the rounds' last team
+    for name in ("a", "b"):
+        assert len(list((tmp_path / name / "guided_rounds").iterdir())) == 1  # one seed, one config
+        for method in ("prior", "team_ppo"):
+            history = json.loads((tmp_path / name / f"runs/{method}/seed0/guided/history.json").read_text())
+            assert [row["updates"] for row in history] == [200, 230]
 
 
 class _FirstCoordinate(torch.nn.Module):
