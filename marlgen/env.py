@@ -172,7 +172,7 @@ class CoverageEnv(ParallelEnv):
             self.judge.update(x, self.np_random)
         accepted, self.own_accepted, self.score_hist = accepted[0], fraction[0], score_hist[0]
         self.step_accepted = float(step_accepted[0])
-        anchors = gen_actions if self.discrete else None  # a fresh int64 array of this step's
+        anchors = gen_actions if self.discrete else None  # _gather's fresh int64 array, held by no one else
         self.last = StepRecord(x, modes, accepted, self._sample_agent, anchors)
         self.t += 1
 

@@ -12,6 +12,7 @@ job killed during the rounds leaves no file, and the next job trains them again 
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import hashlib
 import shutil
@@ -35,10 +36,8 @@ def guided_rounds(cfg, parts, job_dir: Path) -> dict:
     shared.mkdir(parents=True, exist_ok=True)
     with (shared / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
-        if (shared / STATE).is_file():
-            state = torch.load(shared / STATE, map_location="cpu", weights_only=False)
-            parts.model.load_state_dict(state["model"])
-            parts.judge.load_state_dict(state["judge"])
+        state = _load(shared / STATE, parts) if (shared / STATE).is_file() else None
+        if state is not None:
             team_states = state["team_states"]
         else:
             shutil.rmtree(shared / "guided", ignore_errors=True)  # a killed job's partial rounds
@@ -50,6 +49,25 @@ def guided_rounds(cfg, parts, job_dir: Path) -> dict:
         (job_dir / "guided").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shared / "guided" / name, job_dir / "guided" / name)
     return team_states
+
+
+def _load(path: Path, parts) -> dict | None:
+    """The rounds' state, put into ``parts``; None (said in a line) when the file cannot be used."""
+    import torch
+
+    before = copy.deepcopy((parts.model.state_dict(), parts.judge.state_dict()))  # the warm-up's
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        parts.model.load_state_dict(state["model"])
+        parts.judge.load_state_dict(state["judge"])
+        state["team_states"]  # noqa: B018  (present, or the file is not ours)
+    except Exception as err:  # torch raises many kinds for a damaged file or another version's state
+        parts.model.load_state_dict(before[0])  # the rounds must start again from the warm-up model
+        parts.judge.load_state_dict(before[1])
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"{path}: not usable guided rounds ({reason}); training them again", flush=True)
+        return None
+    return state
 
 
 def rounds_dir(cfg, job_dir: Path) -> Path:

@@ -280,7 +280,7 @@ def test_short_guided_run_writes_the_model_curve(tmp_path, cache_dir):
     assert (out / "model_curve.png").stat().st_size > 10_000
 
 
-def test_compare_trains_the_guided_rounds_once_per_seed(tmp_path, cache_dir):
+def test_compare_trains_the_guided_rounds_once_per_seed(tmp_path, cache_dir, capsys):
     """A guided scenario in the comparison command: even the plain-prior baseline samples the model
     guidance trained, not the warm-up model. A seed's later job loads the rounds (model and team) the
     first one trained (marlgen.shared_rounds) and gets the figures and training it gets from training
@@ -312,6 +312,13 @@ def test_compare_trains_the_guided_rounds_once_per_seed(tmp_path, cache_dir):
         for method in ("prior", "team_ppo"):
             history = json.loads((tmp_path / name / f"runs/{method}/seed0/guided/history.json").read_text())
             assert [row["updates"] for row in history] == [200, 230]
+    # Rounds that load only in part (another version's file) are said in a line and trained again
+    # from the warm-up model, not from the half-loaded one.
+    (state,) = (tmp_path / "a" / "guided_rounds").glob("*/rounds.pt")
+    torch.save({"model": torch.load(state, weights_only=False)["model"]}, state)  # no judge, no team
+    (tmp_path / "a" / "runs" / "prior" / "seed0" / "result.json").unlink()
+    assert study("a", "prior")["prior"]["figures"] == trained["prior"]["figures"]
+    assert "not usable guided rounds" in capsys.readouterr().out
 
 
 class _FirstCoordinate(torch.nn.Module):
