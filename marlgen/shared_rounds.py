@@ -27,8 +27,6 @@ STATE = "rounds.pt"
 
 def guided_rounds(cfg, parts, job_dir: Path) -> dict:
     """Run or load the rounds for this job (``parts`` as ``guide`` leaves them) -> the last round's team."""
-    import torch
-
     from marlgen import atomic
     from marlgen.guided import guide
 
