@@ -3,8 +3,9 @@
 Every job of a guided scenario works on the model guidance trained (docs/guided.md), so a study of
 three methods used to train the same rounds three times: the rounds depend on the job's config, not
 on which method evaluates them afterwards. The first job of a seed trains them under a file lock and
-leaves, in ``<study>/guided_rounds/seed<N>-<config hash>/``, the rounds' folders and ``rounds.pt``
-(the model, the critic's judge and the last round's team, as ``guide`` left them); a second job of the
+leaves, in ``<study>/guided_rounds/seed<N>-<config hash>/``, the rounds' folders (the model in
+``guided/model.pt``, as ``guide`` writes it) and ``rounds.pt`` (the critic's judge and the last round's
+team); a second job of the
 seed waits for the lock and loads them. A method that changes the rounds (another algorithm, another
 reward) has another config hash and trains its own. ``rounds.pt`` is written last and atomically: a
 job killed during the rounds leaves no file, and the next job trains them again from the start.
@@ -21,6 +22,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from marlgen.config import to_yaml
+from marlgen.errors import brief
 
 STATE = "rounds.pt"
 
@@ -40,30 +42,29 @@ def guided_rounds(cfg, parts, job_dir: Path) -> dict:
         else:
             shutil.rmtree(shared / "guided", ignore_errors=True)  # a killed job's partial rounds
             team_states = guide(cfg, parts, shared, progress=False, log=lambda *_: None).team_states
-            state = {"model": parts.model.state_dict(), "judge": parts.judge.state_dict(),
-                     "team_states": team_states}  # fmt: skip
+            state = {"judge": parts.judge.state_dict(), "team_states": team_states}  # model: guided/model.pt
             atomic.torch_save(state, shared / STATE)
+    (job_dir / "guided").mkdir(parents=True, exist_ok=True)
     for name in ("history.json", "model.pt"):  # the job's folder tells what its model went through
-        (job_dir / "guided").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shared / "guided" / name, job_dir / "guided" / name)
     return team_states
 
 
 def _load(path: Path, parts) -> dict | None:
-    """The rounds' state, put into ``parts``; None (said in a line) when the file cannot be used."""
+    """The rounds' state, put into ``parts``; None (said in a line) when the files cannot be used."""
     import torch
 
     before = copy.deepcopy((parts.model.state_dict(), parts.judge.state_dict()))  # the warm-up's
     try:
+        model = torch.load(path.parent / "guided" / "model.pt", map_location="cpu", weights_only=True)
+        parts.model.load_state_dict(model["state_dict"])
         state = torch.load(path, map_location="cpu", weights_only=False)
-        parts.model.load_state_dict(state["model"])
         parts.judge.load_state_dict(state["judge"])
         state["team_states"]  # noqa: B018  (present, or the file is not ours)
     except Exception as err:  # torch raises many kinds for a damaged file or another version's state
         parts.model.load_state_dict(before[0])  # the rounds must start again from the warm-up model
         parts.judge.load_state_dict(before[1])
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"{path}: not usable guided rounds ({reason}); training them again", flush=True)
+        print(f"{path}: not usable guided rounds ({brief(err)}); training them again", flush=True)
         return None
     return state
 
