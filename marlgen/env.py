@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +50,7 @@ from marlgen.ledger import SCORE_BINS, carry_over, observe, settle
 from marlgen.rewards import CREDITS, critic_rewards
 
 
-@dataclass
+@dataclass(slots=True)
 class StepRecord:
     """What one step produced, for evaluation code (not part of the agents' observations)."""
 
@@ -123,6 +124,10 @@ class CoverageEnv(ParallelEnv):
         self._sample_agent = np.repeat(np.arange(self.n_gen), self.m)  # (N*m,) owner of each sample
         self.gen_width, self.obs_width = gen_dim, max(gen_dim, SCORE_BINS + 2)
         self.id_columns = (2 * self.n_modes, 2 * self.n_modes + self.n_gen)  # a generator's one-hot id
+        # Per-agent Python is what 64 agents add to a step (docs/performance.md, 1.6): the generators'
+        # actions come out of the dict in one C call, and the done flags are copies of ready dicts.
+        self._generator_actions = operator.itemgetter(*self.generators)
+        self._flags = {done: dict.fromkeys(self.possible_agents, done) for done in (False, True)}
 
     @functools.cache  # noqa: B019  (PettingZoo wants the same object each call)
     def observation_space(self, agent):
@@ -180,8 +185,8 @@ class CoverageEnv(ParallelEnv):
         rewards = dict(zip(self.generators, gen_rewards[0].tolist(), strict=True))
         rewards["critic"] = float(crit_reward)
         observations = self._observations()
-        terminations = dict.fromkeys(self.agents, done)
-        truncations = dict.fromkeys(self.agents, False)
+        terminations = self._flags[done].copy()
+        truncations = self._flags[False].copy()
         infos = {a: {} for a in self.agents}
         if done:
             self.agents = []
@@ -214,9 +219,12 @@ class CoverageEnv(ParallelEnv):
 
     def _gather(self, actions: dict) -> np.ndarray:
         """The generators' actions as one array: (N,) anchor indices or (N, d) centres."""
+        chosen = self._generator_actions(actions)
+        if self.n_gen == 1:
+            chosen = (chosen,)  # itemgetter of one key returns the value itself
         if self.discrete:
-            return np.fromiter(map(actions.__getitem__, self.generators), dtype=np.int64, count=self.n_gen)
-        return np.asarray([actions[a] for a in self.generators])
+            return np.fromiter(chosen, dtype=np.int64, count=self.n_gen)
+        return np.asarray(chosen)
 
     def _centres(self, gen_actions: np.ndarray) -> np.ndarray:
         if self.discrete:

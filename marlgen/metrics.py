@@ -38,8 +38,8 @@ def _check_mixture_args(samples: np.ndarray, means: np.ndarray, std: float) -> t
         raise ValueError(f"samples and means must be 2-D, got shapes {samples.shape} and {means.shape}")
     if samples.shape[1] != means.shape[1]:
         raise ValueError(f"samples have d={samples.shape[1]} but means have d={means.shape[1]}")
-    if means.shape[0] == 0:
-        raise ValueError("means must contain at least one mixture component")
+    if means.shape[0] == 0 or means.shape[1] == 0:
+        raise ValueError(f"means need at least one component of at least one dimension, got {means.shape}")
     if not std > 0:
         raise ValueError(f"std must be > 0, got {std}")
     return samples, means
@@ -61,22 +61,33 @@ def _nearest_mean(samples: np.ndarray, means: np.ndarray, std: float) -> tuple[n
     n_means = means.shape[0]
     means_t = np.ascontiguousarray(means.T)  # (d, M): the loop over means runs along memory
     sq = np.empty(n_means)
-    idx = np.zeros(n, dtype=np.int64)
+    idx = np.empty(n, dtype=np.int64)
     dist = np.empty(n, dtype=np.float64)
     for i in range(n):
-        for j in range(n_means):
-            sq[j] = 0.0
-        for k in range(d):
+        x = np.float64(samples[i, 0])
+        for j in range(n_means):  # no branch: the compiler can vectorise it
+            diff = x - means_t[0, j]
+            sq[j] = diff * diff  # 0.0 + diff * diff to the bit: the sum's first term
+        for k in range(1, d):
             x = np.float64(samples[i, k])
-            for j in range(n_means):  # no branch: the compiler can vectorise it
+            for j in range(n_means):
                 diff = x - means_t[k, j]
                 sq[j] += diff * diff
-        best = sq[0]
+        # Argmin without a branch on the data (unpredictable branches took half the time), then
+        # argmin's rule for NaN (the first NaN wins) in the rare row that has one.
+        best, b, nan = sq[0], 0, sq[0] != sq[0]
         for j in range(1, n_means):
-            if best != best:  # NaN: argmin's answer is the first NaN
-                break
-            if sq[j] < best or sq[j] != sq[j]:
-                best, idx[i] = sq[j], j
+            s = sq[j]
+            nan |= s != s
+            closer = s < best
+            best = s if closer else best
+            b = j if closer else b
+        if nan:
+            for j in range(n_means):
+                if sq[j] != sq[j]:
+                    b, best = j, sq[j]
+                    break
+        idx[i] = b
         dist[i] = np.sqrt(best) / std
     return idx, dist
 

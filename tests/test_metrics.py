@@ -70,12 +70,27 @@ def test_nearest_mean_ties_and_nan_as_argmin():
     np.testing.assert_array_equal(dist, np.sqrt(sq[np.arange(3), sq.argmin(1)]) / 0.5)  # NaN stays NaN
 
 
+def test_nearest_mean_matches_argmin_over_many_rows_and_a_nan_mean():
+    # Rows on a coarse grid make many exact ties; a NaN mean makes argmin pick it in every row, as a
+    # branch-free argmin must too (it only sees the NaN after it has passed finite candidates).
+    rng = np.random.default_rng(0)
+    samples = rng.integers(-3, 4, size=(500, 3)).astype(np.float64)
+    with_nan = np.array([[0.0, 0.0, 0.0], [1.0, np.nan, 0.0]])
+    for means in (rng.integers(-3, 4, size=(9, 3)).astype(np.float64), with_nan):
+        idx, dist = metrics._nearest_mean(samples, means, 0.5)
+        sq = ((samples[:, None] - means[None]) ** 2).sum(-1)
+        np.testing.assert_array_equal(idx, sq.argmin(1))
+        np.testing.assert_array_equal(dist, np.sqrt(sq[np.arange(len(sq)), sq.argmin(1)]) / 0.5)
+
+
 def test_assignment_empty_and_bad_input():
     assert assign_to_mixture(np.zeros((0, 2)), RING8, 0.01).shape == (0,)
     with pytest.raises(ValueError):
         assign_to_mixture(np.zeros((3, 3)), RING8, 0.01)
     with pytest.raises(ValueError):
         assign_to_mixture(np.zeros((3, 2)), RING8, 0.0)
+    with pytest.raises(ValueError, match="at least one dimension"):
+        assign_to_mixture(np.zeros((3, 0)), np.zeros((2, 0)), 0.1)
 
 
 def test_mode_histogram_ignores_negative():
