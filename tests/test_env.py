@@ -43,6 +43,25 @@ def test_step_decodes_every_agents_samples_once_and_counts_them(ring8):
     assert not any(term.values()) and env.t == 1
 
 
+@pytest.mark.parametrize("action", ["discrete", "continuous"])
+def test_one_generator_steps_where_its_action_points(ring8, action):
+    # A single generator's action comes out of the dict alone, not as a 1-tuple (env._gather).
+    cfg, parts = ring8
+    env = make_env(cfg, parts, action=action, n_generators=1, samples_per_agent=2, episode_budget=4,
+                   latent_spread=0.0)  # fmt: skip
+    env.reset(seed=0)
+    chosen = env.action_space("generator_0").sample()
+    _, _, term, _, _ = env.step({"generator_0": chosen, "critic": env.action_space("critic").sample()})
+    expect = (
+        env.anchors[chosen] if action == "discrete" else np.clip(chosen, -env.anchor_range, env.anchor_range)
+    )
+    latents = np.repeat(np.asarray(expect, dtype=np.float32)[None], 2, axis=0)
+    np.testing.assert_array_equal(env.last.samples, env.decode(latents))
+    assert term == {"generator_0": False, "critic": False}
+    _, _, term, trunc, _ = env.step({"generator_0": chosen, "critic": env.action_space("critic").sample()})
+    assert term == {"generator_0": True, "critic": True} and not any(trunc.values()) and not env.agents
+
+
 def test_episode_ends_after_budget(ring8):
     cfg, parts = ring8
     env = make_env(cfg, parts)
