@@ -238,7 +238,6 @@ def trained_classifier(
     seed: int,
     cache_dir: str | os.PathLike,
     progress: bool = True,
-    threads: int | None = 1,
 ) -> TrainedClassifier:
     """Train (or load from ``cache_dir``) the classifier, then measure its held-out accuracy."""
     cfg = classifier_config_dict(cfg)
@@ -250,7 +249,7 @@ def trained_classifier(
         log.info("reused cached classifier %s (delete it to retrain)", path)
     else:
         start = time.perf_counter()
-        with torch.random.fork_rng(), _torch_threads(threads):
+        with torch.random.fork_rng(), _torch_threads(cfg["train_threads"]):
             torch.manual_seed(seed)
             net = ConvClassifier(images.shape[1:], n_classes, cfg["width"], cfg["features"])
             fit(net, images, labels, cfg, torch.Generator().manual_seed(seed), progress)
@@ -331,8 +330,10 @@ def classifier_config_dict(cfg: Any) -> dict[str, Any]:
 
 def cache_name(cfg: dict, images: np.ndarray, labels: np.ndarray, n_classes: int, seed: int) -> str:
     labels_sha = hashlib.sha256(labels.tobytes()).hexdigest()
+    # train_threads came later: at 1 it stays out of the key, so the files cached before it stay valid.
+    identity = {k: v for k, v in cfg.items() if k != "train_threads" or v != 1}
     key = json.dumps(
-        {"classifier": cfg, "images": data_fingerprint(images), "labels": labels_sha,
+        {"classifier": identity, "images": data_fingerprint(images), "labels": labels_sha,
          "n_classes": int(n_classes), "seed": int(seed), "version": CACHE_VERSION},
         sort_keys=True,
     )  # fmt: skip

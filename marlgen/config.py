@@ -57,6 +57,9 @@ class ClassifierConfig:
     lr: float = 1e-3
     shift: int = 0  # augmentation: random translation by up to this many pixels (CIFAR: 2)
     hflip: bool = False  # augmentation: random horizontal flips (CIFAR: yes; digits: no)
+    # torch CPU threads while training. More is faster on free cores (CIFAR: 1.6x with 2), but the
+    # weights then differ in the last bits, so a value other than 1 gets a cache file of its own.
+    train_threads: int = 1
 
 
 @dataclass
@@ -157,6 +160,9 @@ class ModelConfig:
     # GANs: decay of an exponential moving average of the generator's weights, which decodes outside
     # training (marlgen.models.mlp.generator_average); 0: none, the last weights decode.
     ema: float = 0.0
+    # torch CPU threads while pretraining: as modes.classifier.train_threads (the conv models gain from
+    # more on free cores, the toy MLPs do not; not the guided rounds, which run at train.torch_threads).
+    train_threads: int = 1
     training: str = "conventional"  # conventional | guided (the team steers the model's training)
     guided: GuidedConfig = field(default_factory=GuidedConfig)
 
@@ -314,6 +320,7 @@ CHOICES = {
 POSITIVE = (
     "data.n_modes data.radius data.grid_size data.grid_spacing data.std data.n_train "
     "model.latent_dim model.hidden model.depth model.train_steps model.batch_size model.lr "
+    "model.train_threads modes.classifier.train_threads "
     "env.n_generators env.n_anchors env.samples_per_agent env.episode_budget env.anchor_range "
     "env.anchor_scale "
     "agents.generator.lr agents.critic.lr train.epochs train.steps_per_epoch "

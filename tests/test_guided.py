@@ -171,12 +171,13 @@ def test_procedure_keys_stay_out_of_the_cache_and_new_keys_keep_old_names():
     data = np.zeros((8, 2), np.float32)
     base = model_config_dict(ModelConfig(kind="gan"))
     assert "training" not in base and "guided" not in base
-    old = {k: v for k, v in base.items() if k not in ("standardize", "curve_every")}  # before the keys
+    later = ("standardize", "curve_every", "train_threads")
+    old = {k: v for k, v in base.items() if k not in later}  # a config from before these keys
     assert checkpoint_name(base, data, 0) == checkpoint_name(old, data, 0)
     guided = model_config_dict(ModelConfig(kind="gan", training="guided", guided=GuidedConfig(rounds=9)))
     assert checkpoint_name(guided, data, 0) == checkpoint_name(base, data, 0)
-    raw = model_config_dict(ModelConfig(kind="gan", standardize=False))
-    assert checkpoint_name(raw, data, 0) != checkpoint_name(base, data, 0)
+    for changed in (ModelConfig(kind="gan", standardize=False), ModelConfig(kind="gan", train_threads=2)):
+        assert checkpoint_name(model_config_dict(changed), data, 0) != checkpoint_name(base, data, 0)
 
 
 def test_learning_curve_does_not_change_the_weights(tmp_path):

@@ -16,7 +16,7 @@ import torch
 from pettingzoo.test import parallel_api_test
 
 from marlgen.build import build_parts, make_env
-from marlgen.classifier import trained_classifier
+from marlgen.classifier import cache_name, classifier_config_dict, trained_classifier
 from marlgen.config import ConfigError, default_config, load_scenario
 from marlgen.critic import FeatureJudge, make_judge
 from marlgen.data import SOURCES, load_data
@@ -185,6 +185,40 @@ def test_conv_models_decode_train_and_cache(kind, shape, tmp_path):
     again = pretrained_model(cfg, data, seed=0, cache_dir=tmp_path, progress=False)
     assert torch.equal(again.decode(torch.ones(2, 4)), model.decode(torch.ones(2, 4)))
     assert MODELS[kind] is not None
+
+
+def test_pretraining_runs_on_train_threads_and_caches_them_apart(tmp_path, monkeypatch):
+    import marlgen.classifier
+    import marlgen.models.pretrain
+
+    seen = []
+    for module, name in ((marlgen.models.pretrain, "train_model"), (marlgen.classifier, "fit")):
+        trainer = getattr(module, name)
+        monkeypatch.setattr(
+            module, name, lambda *a, _t=trainer, **k: seen.append(torch.get_num_threads()) or _t(*a, **k)
+        )
+    data = np.random.default_rng(0).uniform(-1, 1, (32, 1, 8, 8)).astype(np.float32)
+    model = {"kind": "conv_gan", "latent_dim": 4, "hidden": 8, "train_steps": 3, "batch_size": 8}
+    labels = np.arange(32) % 2
+    before = torch.get_num_threads()
+    for threads in (1, 2):
+        classifier = {**TINY_CLASSIFIER, "train_steps": 3, "train_threads": threads}
+        cfg = default_config(model={**model, "train_threads": threads}, modes={"classifier": classifier})
+        pretrained_model(cfg.model, data, seed=0, cache_dir=tmp_path, progress=False)
+        trained_classifier(
+            data, labels, data[:4], labels[:4], 2, cfg.modes.classifier, 0, tmp_path, progress=False
+        )
+        assert torch.get_num_threads() == before
+    assert seen == [1, 1, 2, 2]  # each model and classifier trained on its own setting
+    # Other threads, other last bits: at 2 a run gets files of its own, not the ones trained at 1 ...
+    assert len(list(tmp_path.glob("conv_gan-*.pt"))) == len(list(tmp_path.glob("classifier-*.pt"))) == 2
+    # ... and at 1 the classifier keeps the file name of a config from before the key (models:
+    # tests/test_guided.py), so caches written before it stay valid.
+    old = {k: v for k, v in classifier_config_dict(TINY_CLASSIFIER).items() if k != "train_threads"}
+    default = classifier_config_dict(TINY_CLASSIFIER)
+    assert cache_name(old, data, labels, 2, 0) == cache_name(default, data, labels, 2, 0)
+    with pytest.raises(ConfigError, match="train_threads"):
+        default_config(model={**model, "train_threads": 0})
 
 
 @pytest.mark.parametrize("kind", ["ConvGAN", "ConvVAE"])

@@ -42,7 +42,7 @@ PARTIAL_FORMAT = "marlgen-partial-training"
 PROCEDURE_KEYS = ("training", "guided")
 # Keys added after cache version 1 enter the cache key only when set away from these defaults, so the
 # weights cached before the keys existed stay valid.
-LATER_KEYS = {"standardize": True, "curve_every": 0, "ema": 0.0}
+LATER_KEYS = {"standardize": True, "curve_every": 0, "ema": 0.0, "train_threads": 1}
 # Keys a model kind never reads: they must not split its cache (a GAN is the same GAN under any kl_weight).
 UNUSED_BY_KIND = {"gan": ("kl_weight",), "conv_gan": ("kl_weight",)}
 
@@ -57,15 +57,14 @@ def pretrained_model(
     cache_dir: str | os.PathLike,
     progress: bool = True,
     device: str = "cpu",
-    threads: int | None = 1,
     evaluate: Evaluator | None = None,
 ) -> nn.Module:
     """The model ``model_cfg`` describes, trained on ``data`` (n, *data_shape); cached on disk.
 
     A second call with the same config, data and seed loads the cached weights instead of training.
     The model comes back in eval mode with ``requires_grad`` off: it is frozen for the agents.
-    ``threads`` caps torch's CPU threads while training (None: leave as is). One is as fast for
-    these small MLPs and avoids the large slowdown of OpenMP threads competing for busy cores.
+    Training runs on ``train_threads`` torch CPU threads (1 by default: as fast for the small MLPs, no
+    OpenMP threads competing for busy cores, and the same bits as every cache written before the key).
     ``evaluate`` is called every ``curve_every`` updates (when that key is > 0); its rows, with
     ``updates``, are cached with the weights and come back as ``model.curve``.
     """
@@ -103,7 +102,7 @@ def pretrained_model(
         partial = path.with_name(path.name + ".partial")
         curve: list[dict] = []
         optimizers = model.make_optimizers(cfg["lr"])
-        with _torch_threads(threads):
+        with _torch_threads(cfg["train_threads"]):
             losses = train_model(
                 model, data_t, cfg, gen, progress=progress, resume=partial,
                 evaluate=evaluate if cfg["curve_every"] > 0 else None, curve=curve, optimizers=optimizers,
@@ -343,10 +342,9 @@ def resolve_device(device: str | torch.device = "cpu") -> torch.device:
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
+def _torch_threads(n: int) -> Iterator[None]:
     before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
