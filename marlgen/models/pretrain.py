@@ -63,8 +63,8 @@ def pretrained_model(
 
     A second call with the same config, data and seed loads the cached weights instead of training.
     The model comes back in eval mode with ``requires_grad`` off: it is frozen for the agents.
-    Training runs on ``train_threads`` torch CPU threads (1 by default: as fast for the small MLPs, no
-    OpenMP threads competing for busy cores, and the same bits as every cache written before the key).
+    Training runs on ``train_threads`` torch CPU threads: 1 by default, the same bits as every cache
+    written before the key, and no OpenMP threads competing for a busy machine's cores.
     ``evaluate`` is called every ``curve_every`` updates (when that key is > 0); its rows, with
     ``updates``, are cached with the weights and come back as ``model.curve``.
     """
