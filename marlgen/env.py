@@ -153,6 +153,8 @@ class CoverageEnv(ParallelEnv):
         return self._observations(), {a: {} for a in self.agents}
 
     def step(self, actions):
+        if not self.agents:
+            raise RuntimeError("CoverageEnv.step with no episode running: call reset() first")
         n, m, d = self.n_gen, self.m, self.latent_dim
         gen_actions = self._gather(actions)
         centres = self._centres(gen_actions)  # (N, d)

@@ -72,6 +72,8 @@ def test_episode_ends_after_budget(ring8):
         steps += 1
     assert steps == cfg.env.episode_budget // cfg.env.n_generators
     assert all(term.values())
+    with pytest.raises(RuntimeError, match="no episode running: call reset"):
+        env.step({a: env.action_space(a).sample() for a in env.possible_agents})
 
 
 def test_critic_bar_rejects_low_scores(ring8):
