@@ -76,7 +76,9 @@ class BatchedTeams:
             r = env.anchor_range
             centres = np.clip(action[:, :n, :d].astype(np.float32), -r, r)
             bars = np.clip(action[:, n, 0].astype(np.float32).astype(np.float64), 0.0, 1.0)
-        z = np.stack([self.rngs[i].standard_normal((n, m, d)) for i in ids])  # each copy's stream
+        z = np.empty((k, n, m, d))
+        for row, i in zip(z, ids.tolist(), strict=True):  # each copy's own stream, drawn in place
+            self.rngs[i].standard_normal(out=row)
         z *= env.latent_spread
         z += centres[:, :, None, :]  # (K, N, m, d)
         x = env.decode(z.reshape(k * n * m, d))  # one pass for every agent of every copy
