@@ -28,7 +28,13 @@ from marlgen.compiled import compiled
 from marlgen.config import ClassifierConfig
 from marlgen.errors import CheckpointError
 from marlgen.models.conv import in_chunks, pyramid
-from marlgen.models.pretrain import _first_line, _torch_threads, data_fingerprint, save_model_checkpoint
+from marlgen.models.pretrain import (
+    _first_line,
+    _torch_threads,
+    data_fingerprint,
+    save_model_checkpoint,
+    without_later_defaults,
+)
 
 log = logging.getLogger(__name__)
 
@@ -328,10 +334,13 @@ def classifier_config_dict(cfg: Any) -> dict[str, Any]:
     return {k: type(getattr(ClassifierConfig, k))(v) for k, v in full.items()}
 
 
+# Keys added after the first cached classifiers, with the defaults that keep those files' names.
+LATER_KEYS = {"train_threads": 1}
+
+
 def cache_name(cfg: dict, images: np.ndarray, labels: np.ndarray, n_classes: int, seed: int) -> str:
     labels_sha = hashlib.sha256(labels.tobytes()).hexdigest()
-    # train_threads came later: at 1 it stays out of the key, so the files cached before it stay valid.
-    identity = {k: v for k, v in cfg.items() if k != "train_threads" or v != 1}
+    identity = without_later_defaults(cfg, LATER_KEYS)
     key = json.dumps(
         {"classifier": identity, "images": data_fingerprint(images), "labels": labels_sha,
          "n_classes": int(n_classes), "seed": int(seed), "version": CACHE_VERSION},

@@ -320,7 +320,13 @@ def data_fingerprint(data: np.ndarray) -> str:
 def cache_identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The model config keys that decide its trained weights: what the cache is keyed on."""
     unused = UNUSED_BY_KIND.get(cfg["kind"], ())
-    return {k: v for k, v in cfg.items() if k not in unused and (k not in LATER_KEYS or v != LATER_KEYS[k])}
+    return {k: v for k, v in without_later_defaults(cfg, LATER_KEYS).items() if k not in unused}
+
+
+def without_later_defaults(cfg: Mapping[str, Any], later: Mapping[str, Any]) -> dict[str, Any]:
+    """``cfg`` without the keys added after a cache format's first version while they hold the defaults
+    in ``later``, so the files cached before those keys existed keep their names."""
+    return {k: v for k, v in cfg.items() if k not in later or v != later[k]}
 
 
 def checkpoint_name(cfg: Mapping[str, Any], data: np.ndarray, seed: int) -> str:
